@@ -1,0 +1,53 @@
+// Argument checks shared by the CPU and CUDA bindings. Every message names the
+// op, the argument, what was expected and what came.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace pyairir {
+
+// Checks that x is a non-empty floating (B, C, H, W) tensor, dense in NCHW or
+// in channels_last, and returns which of the two it is.
+inline bool check_image(const at::Tensor& x, const char* op, const char* name) {
+  TORCH_CHECK(x.dim() == 4, op, ": ", name, " must be a 4-D (B, C, H, W) tensor, got ", x.dim(),
+              "-D with shape ", x.sizes());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": ", name,
+              " must be a floating tensor (float32, float64, bfloat16 or float16), got ", x.scalar_type());
+  TORCH_CHECK(x.numel() > 0, op, ": ", name, " must not be empty, got shape ", x.sizes());
+  const bool nchw = x.is_contiguous();
+  const bool channels_last = x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  TORCH_CHECK(nchw || channels_last, op, ": ", name,
+              " must be contiguous in NCHW or channels_last memory format, got strides ", x.strides(),
+              " for shape ", x.sizes());
+  // A tensor with C == 1 or H == W == 1 is dense in both; NCHW is then the
+  // layout the kernels index it with.
+  return !nchw;
+}
+
+// Checks that t is a contiguous 1-D tensor of `size` elements with x's dtype and device.
+inline void check_channel_vector(const at::Tensor& t, int64_t size, const at::Tensor& x, const char* op,
+                                 const char* name) {
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == size, op, ": ", name, " must have shape [", size,
+              "] (one value per channel of x), got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have the dtype of x (",
+              x.scalar_type(), "), got ", t.scalar_type());
+  TORCH_CHECK(t.device() == x.device(), op, ": ", name, " must be on the device of x (", x.device(), "), got ",
+              t.device());
+  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous");
+}
+
+// Checks that g has the shape, dtype, device and memory format of x.
+inline void check_like(const at::Tensor& g, const at::Tensor& x, bool channels_last, const char* op,
+                       const char* name) {
+  TORCH_CHECK(g.sizes() == x.sizes(), op, ": ", name, " must have the shape of x ", x.sizes(), ", got ",
+              g.sizes());
+  TORCH_CHECK(g.scalar_type() == x.scalar_type(), op, ": ", name, " must have the dtype of x (",
+              x.scalar_type(), "), got ", g.scalar_type());
+  TORCH_CHECK(g.device() == x.device(), op, ": ", name, " must be on the device of x (", x.device(), "), got ",
+              g.device());
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  TORCH_CHECK(g.is_contiguous(format), op, ": ", name, " must be dense in the memory format of x (",
+              channels_last ? "channels_last" : "NCHW", "), got strides ", g.strides());
+}
+
+}  // namespace pyairir

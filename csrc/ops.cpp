@@ -1,0 +1,26 @@
+// Every pyairir op schema, in one place. Kernels register implementations in
+// csrc/cpu/<op>.cpp (CPU) and csrc/cuda/<op>.cpp (CUDA); fake kernels and
+// autograd formulas are registered from Python in pyairir/ops/<op>.py.
+#include <Python.h>
+#include <torch/library.h>
+
+// Importing pyairir._C loads this shared library, which runs the
+// registrations below. The module itself has no Python-visible content.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", "pyairir kernels (registered under torch.ops.pyairir)", -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+
+TORCH_LIBRARY(pyairir, m) {
+  // Restormer's channel LayerNorm over dim 1 of x (B, C, H, W).
+  // subtract_mean=true: WithBias ((x - mean) / sqrt(var + eps) * weight + bias);
+  // subtract_mean=false: BiasFree (x / sqrt(var + eps) * weight; var is still
+  // taken about the mean). bias may be None.
+  m.def("layer_norm_channels(Tensor x, Tensor weight, Tensor? bias, float eps, bool subtract_mean) -> Tensor");
+  // Gradients of layer_norm_channels w.r.t. (x, weight, bias); the statistics
+  // are recomputed from x, so the forward saves nothing but its inputs.
+  m.def(
+      "layer_norm_channels_backward(Tensor grad_out, Tensor x, Tensor weight, float eps, bool subtract_mean)"
+      " -> (Tensor, Tensor, Tensor)");
+}

@@ -1,0 +1,15 @@
+"""pyairir: fast, trustworthy all-in-one image restoration for PyTorch.
+
+    import pyairir
+    model = pyairir.create_model("promptir")
+    pyairir.load_checkpoint(model, "model.ckpt")
+    restored = pyairir.eval.restore(model, image)
+"""
+
+__version__ = "0.1.0"
+
+from pyairir import eval, models, nn, ops, reference  # noqa: E402,A004
+from pyairir.models import CheckpointError, create_model, list_models, load_checkpoint  # noqa: E402
+
+__all__ = ["CheckpointError", "create_model", "eval", "list_models", "load_checkpoint", "models", "nn", "ops",
+           "reference", "__version__"]

@@ -1,0 +1,42 @@
+"""Argument checks shared by every layer. Each message names the argument,
+what was expected and what came, and is raised as ValueError (TypeError for
+a non-tensor)."""
+
+from __future__ import annotations
+
+import torch
+
+FLOATING = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def check_image(x: object, name: str, where: str, channels: int | None = None) -> None:
+    """Checks that `x` is a non-empty floating (B, C, H, W) tensor, with `channels` channels if given."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{where}: {name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(
+            f"{where}: {name} must be a 4-D (B, C, H, W) tensor, got {x.dim()}-D with shape {tuple(x.shape)}"
+        )
+    if x.dtype not in FLOATING:
+        raise ValueError(
+            f"{where}: {name} must be a floating tensor (float32, float64, bfloat16 or float16), got {x.dtype}"
+        )
+    if x.numel() == 0:
+        raise ValueError(f"{where}: {name} must not be empty, got shape {tuple(x.shape)}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{where}: {name} must have {channels} channels (dim 1), got shape {tuple(x.shape)}")
+
+
+def check_channel_vector(t: object, name: str, where: str, x: torch.Tensor) -> None:
+    """Checks that `t` is a 1-D tensor with one value per channel of `x`, on its device and of its dtype."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    channels = x.shape[1]
+    if t.dim() != 1 or t.shape[0] != channels:
+        raise ValueError(
+            f"{where}: {name} must have shape ({channels},) (one value per channel of x), got {tuple(t.shape)}"
+        )
+    if t.dtype != x.dtype:
+        raise ValueError(f"{where}: {name} must have the dtype of x ({x.dtype}), got {t.dtype}")
+    if t.device != x.device:
+        raise ValueError(f"{where}: {name} must be on the device of x ({x.device}), got {t.device}")

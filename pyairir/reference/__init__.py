@@ -1,0 +1,7 @@
+"""Eager PyTorch ground truth, one function per op, with the op's signature.
+
+Imports only torch; readable over fast."""
+
+from pyairir.reference.layer_norm_channels import layer_norm_channels
+
+__all__ = ["layer_norm_channels"]

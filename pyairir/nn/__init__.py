@@ -1,0 +1,16 @@
+"""Modules, one per paper concept. Parameter names and shapes follow the official code."""
+
+from pyairir.nn.gdfn import GDFN, FeedForward
+from pyairir.nn.layer_norm import BiasFreeLayerNorm, LayerNorm, LayerNorm2d, WithBiasLayerNorm
+from pyairir.nn.local_avg_pool import LocalAvgPool2d
+from pyairir.nn.mdta import MDTA, Attention
+from pyairir.nn.nafblock import NAFBlock, SimpleGate
+from pyairir.nn.prompt import PromptGenBlock
+from pyairir.nn.resampling import Downsample, OverlapPatchEmbed, Upsample
+from pyairir.nn.transformer_block import TransformerBlock
+
+__all__ = [
+    "Attention", "BiasFreeLayerNorm", "Downsample", "FeedForward", "GDFN", "LayerNorm", "LayerNorm2d",
+    "LocalAvgPool2d", "MDTA", "NAFBlock", "OverlapPatchEmbed", "PromptGenBlock", "SimpleGate",
+    "TransformerBlock", "Upsample", "WithBiasLayerNorm",
+]

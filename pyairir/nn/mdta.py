@@ -1,0 +1,40 @@
+"""Multi-Dconv Head Transposed Attention (Restormer, official name `Attention`).
+
+With q, k, v from a 1x1 conv followed by a 3x3 depthwise conv, split into
+`num_heads` groups of C/heads channels and flattened over the HW pixels:
+    Attention(Q, K, V) = V · softmax(K̂ · Q̂ / alpha)     (Restormer Eq. 2)
+where Q̂, K̂ are L2-normalised over the pixels and 1/alpha is the learnable
+per-head `temperature`; the attention map is (C/heads x C/heads).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MDTA(nn.Module):
+    """Keys: temperature (heads, 1, 1); qkv (3C, C, 1, 1); qkv_dwconv (3C, 1, 3, 3); project_out (C, C, 1, 1)."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"MDTA: dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) -> (B, C, H, W)."""
+        b, c, h, w = x.shape
+        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w)
+                   for t in self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1))
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        attention = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)
+        return self.project_out((attention @ v).reshape(b, c, h, w))
+
+
+Attention = MDTA  # the official class name

@@ -1,0 +1,57 @@
+"""NAFNet's block (Chen et al., "Simple Baselines for Image Restoration", Fig. 3c).
+
+    y = x + beta  * conv3(SCA(SG(conv2(conv1(LN(x))))))
+    z = y + gamma * conv5(SG(conv4(LN(y))))
+SimpleGate SG splits the channels in halves and multiplies them; Simplified
+Channel Attention SCA(x) = x * conv(pool(x)), pool a global (or, in
+NAFNetLocal, a local) average.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pyairir.nn.layer_norm import LayerNorm2d
+
+
+class SimpleGate(nn.Module):
+    """(B, 2C, H, W) -> (B, C, H, W): first half times second half."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=1)
+        return x1 * x2
+
+
+class NAFBlock(nn.Module):
+    """Keys (c channels, d = c * DW_Expand, f = c * FFN_Expand): conv1 (d, c), conv2 (d, 1, 3, 3) depthwise,
+    conv3 (c, d/2), sca.1 (d/2, d/2), conv4 (f, c), conv5 (c, f/2), all with biases; norm1, norm2 (c,);
+    beta, gamma (1, c, 1, 1), zero at init so the block starts as the identity."""
+
+    def __init__(self, c: int, DW_Expand: int = 2, FFN_Expand: int = 2,  # noqa: N803
+                 drop_out_rate: float = 0.0) -> None:
+        super().__init__()
+        dw_channel = c * DW_Expand
+        self.conv1 = nn.Conv2d(c, dw_channel, kernel_size=1, bias=True)
+        self.conv2 = nn.Conv2d(dw_channel, dw_channel, kernel_size=3, padding=1, groups=dw_channel, bias=True)
+        self.conv3 = nn.Conv2d(dw_channel // 2, c, kernel_size=1, bias=True)
+        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1),
+                                 nn.Conv2d(dw_channel // 2, dw_channel // 2, kernel_size=1, bias=True))
+        self.sg = SimpleGate()
+        ffn_channel = FFN_Expand * c
+        self.conv4 = nn.Conv2d(c, ffn_channel, kernel_size=1, bias=True)
+        self.conv5 = nn.Conv2d(ffn_channel // 2, c, kernel_size=1, bias=True)
+        self.norm1 = LayerNorm2d(c)
+        self.norm2 = LayerNorm2d(c)
+        self.dropout1 = nn.Dropout(drop_out_rate) if drop_out_rate > 0.0 else nn.Identity()
+        self.dropout2 = nn.Dropout(drop_out_rate) if drop_out_rate > 0.0 else nn.Identity()
+        self.beta = nn.Parameter(torch.zeros((1, c, 1, 1)))
+        self.gamma = nn.Parameter(torch.zeros((1, c, 1, 1)))
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        """(B, c, H, W) -> (B, c, H, W)."""
+        x = self.sg(self.conv2(self.conv1(self.norm1(inp))))
+        x = self.dropout1(self.conv3(x * self.sca(x)))
+        y = inp + x * self.beta
+        x = self.dropout2(self.conv5(self.sg(self.conv4(self.norm2(y)))))
+        return y + x * self.gamma

@@ -1,0 +1,26 @@
+"""Restormer's Transformer block: x + MDTA(LN(x)), then + GDFN(LN(x))."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pyairir.nn.gdfn import GDFN
+from pyairir.nn.layer_norm import LayerNorm
+from pyairir.nn.mdta import MDTA
+
+
+class TransformerBlock(nn.Module):
+    """Keys: norm1.body.*, attn.* (MDTA), norm2.body.*, ffn.* (GDFN). (B, C, H, W) -> (B, C, H, W)."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
+                 LayerNorm_type: str) -> None:  # noqa: N803
+        super().__init__()
+        self.norm1 = LayerNorm(dim, LayerNorm_type)
+        self.attn = MDTA(dim, num_heads, bias)
+        self.norm2 = LayerNorm(dim, LayerNorm_type)
+        self.ffn = GDFN(dim, ffn_expansion_factor, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))

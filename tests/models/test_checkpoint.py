@@ -1,0 +1,146 @@
+"""load_checkpoint: every official format round-trips strictly; bad files get clear errors."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import pyairir
+from pyairir import CheckpointError, load_checkpoint
+
+PROMPTIR = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)
+
+
+def model(seed: int, name: str = "promptir", **overrides) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return pyairir.create_model(name, **{**PROMPTIR, **overrides})
+
+
+def write(path, state_dict, layout: str) -> None:
+    """Writes state_dict as the official code would."""
+    if layout == "basicsr":  # Restormer/NAFNet/SIPL: torch.save({'params': ...})
+        torch.save({"params": state_dict}, path)
+    elif layout == "basicsr_ema":
+        torch.save({"params_ema": state_dict}, path)
+    elif layout == "lightning":  # PromptIR: a Lightning checkpoint of PromptIRModel, whose network is `net`
+        torch.save({"epoch": 119, "global_step": 1000, "pytorch-lightning_version": "2.0.1",
+                    "state_dict": {f"net.{k}": v for k, v in state_dict.items()},
+                    "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 119}}}},
+                    "optimizer_states": [{"state": {}, "param_groups": [{"lr": 2e-4, "params": [0]}]}],
+                    "lr_schedulers": [{"base_lrs": [2e-4], "last_epoch": 119}]}, path)
+    elif layout == "ddp":
+        torch.save({f"module.{k}": v for k, v in state_dict.items()}, path)
+    elif layout == "plain":
+        torch.save(state_dict, path)
+    elif layout == "safetensors":
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, path)
+
+
+@pytest.mark.parametrize("layout, suffix", [
+    ("basicsr", ".pth"), ("basicsr_ema", ".pth"), ("lightning", ".ckpt"), ("ddp", ".pt"), ("plain", ".pt"),
+    ("safetensors", ".safetensors"),
+])
+def test_round_trip_strict(tmp_path, layout, suffix):
+    source, target = model(0), model(1)
+    path = tmp_path / f"weights{suffix}"
+    write(path, source.state_dict(), layout)
+    assert load_checkpoint(target, path) is target
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(target(x), source(x), atol=0, rtol=0)
+
+
+def test_explicit_key(tmp_path):
+    source, target = model(0), model(1)
+    path = tmp_path / "both.pth"
+    torch.save({"params": model(2).state_dict(), "params_ema": source.state_dict()}, path)
+    load_checkpoint(target, path, key="params_ema")
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in source.state_dict().items())
+    with pytest.raises(CheckpointError, match="has no entry 'ema'; it has: 'params', 'params_ema'"):
+        load_checkpoint(target, path, key="ema")
+
+
+def test_wrong_architecture_names_the_keys(tmp_path):
+    path = tmp_path / "restormer.pth"
+    write(path, model(0, "restormer").state_dict(), "basicsr")
+    with pytest.raises(CheckpointError, match=r"does not fit PromptIR: \d+ missing key\(s\): prompt1.prompt_param"):
+        load_checkpoint(model(1), path)
+
+
+def test_wrong_width_names_the_shapes(tmp_path):
+    path = tmp_path / "wide.pth"
+    write(path, model(0, "restormer", dim=16).state_dict(), "basicsr")
+    with pytest.raises(CheckpointError, match=r"shape mismatch.*patch_embed.proj.weight is \[16, 3, 3, 3\] in the "
+                                              r"checkpoint, \[8, 3, 3, 3\] in the model"):
+        load_checkpoint(model(1, "restormer"), path)
+
+
+def test_non_strict_warns_and_loads_the_rest(tmp_path):
+    source, target = model(0), model(1)
+    state_dict = source.state_dict()
+    del state_dict["output.weight"]
+    path = tmp_path / "partial.pth"
+    write(path, state_dict, "plain")
+    with pytest.warns(UserWarning, match="1 missing key.*output.weight"):
+        load_checkpoint(target, path, strict=False)
+    assert torch.equal(target.state_dict()["patch_embed.proj.weight"], state_dict["patch_embed.proj.weight"])
+    with pytest.raises(CheckpointError, match="1 missing key"):
+        load_checkpoint(target, path)
+
+
+class Payload:
+    """An arbitrary Python object: weights_only loading must refuse it."""
+
+
+@pytest.mark.parametrize("content, suffix, message", [
+    (b"", ".pth", "not a readable PyTorch file"),
+    (b"this is not a checkpoint", ".pth", "not a readable PyTorch file"),
+    (b"\x00\x01garbage", ".safetensors", "not a readable safetensors file"),
+])
+def test_corrupt_file(tmp_path, content, suffix, message):
+    path = tmp_path / f"corrupt{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(model(0), path)
+
+
+def test_truncated_file(tmp_path):
+    path = tmp_path / "truncated.pth"
+    write(path, model(0).state_dict(), "basicsr")
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="not a readable PyTorch file"):
+        load_checkpoint(model(0), path)
+
+
+def test_arbitrary_objects_are_refused(tmp_path):
+    path = tmp_path / "pickled.pth"
+    torch.save({"params": model(0).state_dict(), "extra": Payload()}, path)
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        load_checkpoint(model(0), path)
+
+
+def test_not_a_state_dict(tmp_path):
+    path = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(CheckpointError, match="holds a list, expected a dict of tensors"):
+        load_checkpoint(model(0), path)
+    torch.save({"epoch": 3, "weights": {"a": 1}}, path)
+    with pytest.raises(CheckpointError, match="neither a state_dict nor holds one.*it has: 'epoch', 'weights'"):
+        load_checkpoint(model(0), path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(model(0), tmp_path / "nope.pth")
+
+
+def test_pickle_protocol_is_not_used_for_safetensors(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(pickle.dumps(model(0).state_dict()))
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_checkpoint(model(0), path)

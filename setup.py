@@ -50,13 +50,22 @@ def cuda_decision() -> tuple[bool, str]:
     return True, f"{why}, toolkit at {cpp_extension.CUDA_HOME}"
 
 
+def cpu_arch_flags() -> list[str]:
+    """-march for the CPU kernels: the build machine's own CPU unless PYAIRIR_CPU_ARCH says otherwise
+    (e.g. x86-64-v3 for a build that must run on other machines; `none` adds no -march)."""
+    arch = os.environ.get("PYAIRIR_CPU_ARCH", "native").strip() or "native"
+    log(f"CPU kernels compiled with -march={arch}" if arch != "none" else "CPU kernels compiled without -march")
+    return [] if arch == "none" else [f"-march={arch}"]
+
+
 def sources(pattern: str) -> list[str]:
     return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
 
 
 def extension():
     cpu_sources = ["csrc/ops.cpp", *sources("csrc/cpu/*.cpp")]
-    cxx_flags = ["-O3", "-fopenmp"]  # torch.utils.cpp_extension adds the -std its headers need
+    # torch.utils.cpp_extension adds the -std its headers need.
+    cxx_flags = ["-O3", "-fopenmp", *cpu_arch_flags()]
     with_cuda, why = cuda_decision()
     if not with_cuda:
         log(f"building CPU kernels ({len(cpu_sources) - 1} files in csrc/cpu); CUDA kernels skipped: {why}")

@@ -50,4 +50,43 @@ inline void check_like(const at::Tensor& g, const at::Tensor& x, bool channels_l
               channels_last ? "channels_last" : "NCHW", "), got strides ", g.strides());
 }
 
+// gated_gelu's arguments: x (B, 2h, H, W), an optional 3x3 depthwise filter
+// (2h, 1, 3, 3) and bias (2h,). Returns whether x is channels_last.
+inline bool check_gated_gelu(const at::Tensor& x, const c10::optional<at::Tensor>& dw_weight,
+                             const c10::optional<at::Tensor>& dw_bias, const char* op) {
+  const bool channels_last = check_image(x, op, "x");
+  const int64_t C2 = x.size(1);
+  TORCH_CHECK(C2 % 2 == 0, op, ": x must have an even number of channels (two halves to gate), got ", C2);
+  if (dw_weight.has_value()) {
+    const at::Tensor& w = *dw_weight;
+    TORCH_CHECK(w.dim() == 4 && w.size(0) == C2 && w.size(1) == 1 && w.size(2) == 3 && w.size(3) == 3, op,
+                ": dw_weight must have shape [", C2, ", 1, 3, 3] (a 3x3 depthwise filter per channel of x), got ",
+                w.sizes());
+    TORCH_CHECK(w.scalar_type() == x.scalar_type(), op, ": dw_weight must have the dtype of x (", x.scalar_type(),
+                "), got ", w.scalar_type());
+    TORCH_CHECK(w.device() == x.device(), op, ": dw_weight must be on the device of x (", x.device(), "), got ",
+                w.device());
+    TORCH_CHECK(w.is_contiguous(), op, ": dw_weight must be contiguous");
+    if (dw_bias.has_value()) check_channel_vector(*dw_bias, C2, x, op, "dw_bias");
+  } else {
+    TORCH_CHECK(!dw_bias.has_value(), op, ": dw_bias given without dw_weight");
+  }
+  return channels_last;
+}
+
+// gated_gelu_backward's grad_out: (B, C2 / 2, H, W), x's dtype and device, dense in x's layout.
+inline void check_gated_gelu_grad(const at::Tensor& grad_out, const at::Tensor& x, bool channels_last,
+                                  const char* op) {
+  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == x.size(0) && grad_out.size(1) == x.size(1) / 2 &&
+                  grad_out.size(2) == x.size(2) && grad_out.size(3) == x.size(3),
+              op, ": grad_out must have shape [", x.size(0), ", ", x.size(1) / 2, ", ", x.size(2), ", ", x.size(3),
+              "], got ", grad_out.sizes());
+  TORCH_CHECK(grad_out.scalar_type() == x.scalar_type(), op, ": grad_out must have the dtype of x (",
+              x.scalar_type(), "), got ", grad_out.scalar_type());
+  TORCH_CHECK(grad_out.device() == x.device(), op, ": grad_out must be on the device of x");
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  TORCH_CHECK(grad_out.is_contiguous(format), op, ": grad_out must be dense in the memory format of x (",
+              channels_last ? "channels_last" : "NCHW", "), got strides ", grad_out.strides());
+}
+
 }  // namespace pyairir

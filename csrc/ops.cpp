@@ -23,4 +23,14 @@ TORCH_LIBRARY(pyairir, m) {
   m.def(
       "layer_norm_channels_backward(Tensor grad_out, Tensor x, Tensor weight, float eps, bool subtract_mean)"
       " -> (Tensor, Tensor, Tensor)");
+
+  // GDFN's gate gelu(z1) * z2 (gelu=true, exact erf GELU) or NAFNet's SimpleGate
+  // z1 * z2 (gelu=false) of the channel halves z1, z2 of z, where z is x (B, 2h, H, W)
+  // or, fused, the 3x3 depthwise convolution of x (padding 1) with dw_weight
+  // (2h, 1, 3, 3) and dw_bias (2h,). Returns (B, h, H, W).
+  m.def("gated_gelu(Tensor x, Tensor? dw_weight, Tensor? dw_bias, bool gelu) -> Tensor");
+  // Gradients w.r.t. (x, dw_weight, dw_bias); the last two are empty without dw_weight.
+  m.def(
+      "gated_gelu_backward(Tensor grad_out, Tensor x, Tensor? dw_weight, Tensor? dw_bias, bool gelu)"
+      " -> (Tensor, Tensor, Tensor)");
 }

@@ -4,8 +4,11 @@
 // A pixel's C values are the row being normalised. The work is cut into tasks
 // of up to kBlock pixels of one image, a cut that depends only on the shape,
 // so the weight/bias gradient partials (one row per task, summed in task
-// order) are bitwise reproducible whatever the thread count.
-#include <ATen/OpMathType.h>
+// order) are bitwise reproducible whatever the thread count. channels_last
+// rows are contiguous and vectorised over C; in NCHW a task's kBlock pixels
+// are contiguous in every channel plane and vectorised over the pixels.
+#include "vec.h"  // first: selects at::vec's instruction set
+
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -13,6 +16,8 @@
 #include <vector>
 
 #include "../checks.h"
+#include "acc_buffer.h"
+#include "vec_loops.h"
 
 namespace pyairir {
 namespace {
@@ -32,53 +37,92 @@ struct Geometry {
     *count = std::min(kBlock, P - p0);
     return b * C * P + (channels_last ? p0 * C : p0);
   }
-  int64_t channel_stride() const { return channels_last ? 1 : P; }
-  int64_t pixel_stride() const { return channels_last ? C : 1; }
 };
 
-Geometry geometry_of(const at::Tensor& x, bool channels_last) {
-  return {x.size(0), x.size(1), x.size(2) * x.size(3), channels_last};
+// Per-thread scratch in the accumulation type.
+template <typename A>
+struct Scratch {
+  explicit Scratch(int64_t C) : x(std::max(C, kBlock)), g(std::max(C, kBlock)), out(std::max(C, kBlock)) {}
+  std::vector<A> x, g, out;  // converted input, converted grad_out, output before conversion
+  A mean[kBlock], rstd[kBlock], sum_g[kBlock], sum_gn[kBlock], normalised[kBlock];
+};
+
+template <typename scalar_t>
+std::vector<acc_type<scalar_t>> to_acc_vector(const scalar_t* p, int64_t n) {
+  std::vector<acc_type<scalar_t>> v(n);
+  for (int64_t i = 0; i < n; ++i) v[i] = acc_type<scalar_t>(p[i]);
+  return v;
 }
 
-// Per-pixel mean and 1/sqrt(var + eps) of the n pixels at x (two passes over C
-// for a variance free of cancellation).
-template <typename scalar_t, typename acc_t>
-void pixel_statistics(const scalar_t* x, const Geometry& g, int64_t n, double eps, acc_t* mean, acc_t* rstd) {
-  const int64_t sc = g.channel_stride(), sp = g.pixel_stride();
-  for (int64_t p = 0; p < n; ++p) mean[p] = rstd[p] = acc_t(0);
-  for (int64_t c = 0; c < g.C; ++c)
-    for (int64_t p = 0; p < n; ++p) mean[p] += acc_t(x[c * sc + p * sp]);
-  for (int64_t p = 0; p < n; ++p) mean[p] /= acc_t(g.C);
-  for (int64_t c = 0; c < g.C; ++c)
-    for (int64_t p = 0; p < n; ++p) {
-      const acc_t d = acc_t(x[c * sc + p * sp]) - mean[p];
-      rstd[p] += d * d;
-    }
-  for (int64_t p = 0; p < n; ++p) rstd[p] = acc_t(1) / std::sqrt(rstd[p] / acc_t(g.C) + acc_t(eps));
+// ---- NCHW: statistics of a block of n pixels, vectorised over the pixels.
+template <typename scalar_t, typename A = acc_type<scalar_t>>
+void block_statistics(const scalar_t* x, const Geometry& g, int64_t n, double eps, Scratch<A>& s) {
+  std::fill(s.mean, s.mean + n, A(0));
+  std::fill(s.rstd, s.rstd + n, A(0));
+  for (int64_t c = 0; c < g.C; ++c) {
+    const A* row = as_acc(x + c * g.P, s.x.data(), n);
+    vec_for<A>(n, [&](int64_t i, int64_t k) { (load(s.mean + i, k) + load(row + i, k)).store(s.mean + i, k); });
+  }
+  const A inv_c = A(1) / A(g.C);
+  for (int64_t i = 0; i < n; ++i) s.mean[i] *= inv_c;
+  for (int64_t c = 0; c < g.C; ++c) {
+    const A* row = as_acc(x + c * g.P, s.x.data(), n);
+    vec_for<A>(n, [&](int64_t i, int64_t k) {
+      const Vec<A> d = load(row + i, k) - load(s.mean + i, k);
+      (load(s.rstd + i, k) + d * d).store(s.rstd + i, k);
+    });
+  }
+  for (int64_t i = 0; i < n; ++i) s.rstd[i] = A(1) / std::sqrt(s.rstd[i] * inv_c + A(eps));
+}
+
+// ---- channels_last: statistics of one contiguous row of C values.
+template <typename A>
+void row_statistics(const A* row, int64_t C, double eps, A& mean, A& rstd) {
+  mean = vec_sum<A>(C, [&](int64_t i) { return Vec<A>::loadu(row + i); }, [&](int64_t i) { return row[i]; }) / A(C);
+  const Vec<A> mean_v(mean);
+  const A m2 = vec_sum<A>(
+      C, [&](int64_t i) { const Vec<A> d = Vec<A>::loadu(row + i) - mean_v; return d * d; },
+      [&](int64_t i) { const A d = row[i] - mean; return d * d; });
+  rstd = A(1) / std::sqrt(m2 / A(C) + A(eps));
 }
 
 template <typename scalar_t>
 void forward_kernel(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                     double eps, bool subtract_mean, const Geometry& g, at::Tensor& y) {
-  using acc_t = at::opmath_type<scalar_t>;
+  using A = acc_type<scalar_t>;
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  const scalar_t* wp = weight.const_data_ptr<scalar_t>();
-  const scalar_t* bp = bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
   scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-  const acc_t centre = subtract_mean ? acc_t(1) : acc_t(0);
-  const int64_t sc = g.channel_stride(), sp = g.pixel_stride();
+  const std::vector<A> w = to_acc_vector(weight.const_data_ptr<scalar_t>(), g.C);
+  const std::vector<A> b = bias.has_value() ? to_acc_vector(bias->const_data_ptr<scalar_t>(), g.C)
+                                            : std::vector<A>(g.C, A(0));
+  const A centre = subtract_mean ? A(1) : A(0);
   at::parallel_for(0, g.tasks(), 1, [&](int64_t begin, int64_t end) {
-    acc_t mean[kBlock], rstd[kBlock];
+    Scratch<A> s(g.C);
     for (int64_t t = begin; t < end; ++t) {
       int64_t n;
       const int64_t base = g.offset(t, &n);
-      pixel_statistics(xp + base, g, n, eps, mean, rstd);
-      for (int64_t c = 0; c < g.C; ++c) {
-        const acc_t w = acc_t(wp[c]);
-        const acc_t b = bp ? acc_t(bp[c]) : acc_t(0);
+      if (g.channels_last) {
         for (int64_t p = 0; p < n; ++p) {
-          const int64_t i = base + c * sc + p * sp;
-          yp[i] = scalar_t((acc_t(xp[i]) - centre * mean[p]) * rstd[p] * w + b);
+          const A* row = as_acc(xp + base + p * g.C, s.x.data(), g.C);
+          A mean, rstd;
+          row_statistics(row, g.C, eps, mean, rstd);
+          const Vec<A> shift(centre * mean), scale(rstd);
+          A* out = acc_out(yp + base + p * g.C, s.out.data());
+          vec_for<A>(g.C, [&](int64_t i, int64_t k) {
+            ((load(row + i, k) - shift) * scale * load(w.data() + i, k) + load(b.data() + i, k)).store(out + i, k);
+          });
+          store_acc_buffer(out, yp + base + p * g.C, g.C);
+        }
+      } else {
+        block_statistics(xp + base, g, n, eps, s);
+        for (int64_t c = 0; c < g.C; ++c) {
+          const A* row = as_acc(xp + base + c * g.P, s.x.data(), n);
+          A* out = acc_out(yp + base + c * g.P, s.out.data());
+          const Vec<A> wc(w[c]), bc(b[c]), centre_v(centre);
+          vec_for<A>(n, [&](int64_t i, int64_t k) {
+            ((load(row + i, k) - centre_v * load(s.mean + i, k)) * load(s.rstd + i, k) * wc + bc).store(out + i, k);
+          });
+          store_acc_buffer(out, yp + base + c * g.P, n);
         }
       }
     }
@@ -93,46 +137,82 @@ template <typename scalar_t>
 void backward_kernel(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, double eps,
                      bool subtract_mean, const Geometry& g, at::Tensor& grad_x, at::Tensor& grad_weight,
                      at::Tensor& grad_bias) {
-  using acc_t = at::opmath_type<scalar_t>;
+  using A = acc_type<scalar_t>;
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const scalar_t* gp = grad_out.const_data_ptr<scalar_t>();
-  const scalar_t* wp = weight.const_data_ptr<scalar_t>();
   scalar_t* dxp = grad_x.mutable_data_ptr<scalar_t>();
-  const acc_t centre = subtract_mean ? acc_t(1) : acc_t(0);
-  const int64_t sc = g.channel_stride(), sp = g.pixel_stride();
+  const std::vector<A> w = to_acc_vector(weight.const_data_ptr<scalar_t>(), g.C);
+  const A centre = subtract_mean ? A(1) : A(0);
+  const A inv_c = A(1) / A(g.C);
   // Rows of per-task partial sums: [tasks][C] for weight, then [tasks][C] for bias.
-  std::vector<acc_t> partial(2 * g.tasks() * g.C);
+  std::vector<A> partial(2 * g.tasks() * g.C);
   at::parallel_for(0, g.tasks(), 1, [&](int64_t begin, int64_t end) {
-    acc_t mean[kBlock], rstd[kBlock], sum_g[kBlock], sum_gn[kBlock];
+    Scratch<A> s(g.C);
     for (int64_t t = begin; t < end; ++t) {
       int64_t n;
       const int64_t base = g.offset(t, &n);
-      pixel_statistics(xp + base, g, n, eps, mean, rstd);
-      for (int64_t p = 0; p < n; ++p) sum_g[p] = sum_gn[p] = acc_t(0);
-      acc_t* dw = partial.data() + t * g.C;
-      acc_t* db = partial.data() + (g.tasks() + t) * g.C;
-      for (int64_t c = 0; c < g.C; ++c) {
-        const acc_t w = acc_t(wp[c]);
-        acc_t dw_c = acc_t(0), db_c = acc_t(0);
+      A* dw = partial.data() + t * g.C;
+      A* db = partial.data() + (g.tasks() + t) * g.C;
+      if (g.channels_last) {
+        std::fill(dw, dw + g.C, A(0));
+        std::fill(db, db + g.C, A(0));
         for (int64_t p = 0; p < n; ++p) {
-          const int64_t i = base + c * sc + p * sp;
-          const acc_t dy = acc_t(gp[i]);
-          const acc_t normalised = (acc_t(xp[i]) - centre * mean[p]) * rstd[p];
-          sum_g[p] += dy * w;
-          sum_gn[p] += dy * w * normalised;
-          dw_c += dy * normalised;
-          db_c += dy;
+          const A* row = as_acc(xp + base + p * g.C, s.x.data(), g.C);
+          const A* dy = as_acc(gp + base + p * g.C, s.g.data(), g.C);
+          A mean, rstd;
+          row_statistics(row, g.C, eps, mean, rstd);
+          const Vec<A> shift(centre * mean), scale(rstd);
+          const A sum_g = vec_sum<A>(
+              g.C, [&](int64_t i) { return Vec<A>::loadu(dy + i) * Vec<A>::loadu(w.data() + i); },
+              [&](int64_t i) { return dy[i] * w[i]; });
+          const A sum_gn = vec_sum<A>(
+              g.C,
+              [&](int64_t i) {
+                return Vec<A>::loadu(dy + i) * Vec<A>::loadu(w.data() + i) * (Vec<A>::loadu(row + i) - shift) * scale;
+              },
+              [&](int64_t i) { return dy[i] * w[i] * (row[i] - centre * mean) * rstd; });
+          const Vec<A> mean_g(centre * sum_g * inv_c), mean_gn(sum_gn * inv_c), mean_v(mean);
+          A* out = acc_out(dxp + base + p * g.C, s.out.data());
+          vec_for<A>(g.C, [&](int64_t i, int64_t k) {
+            const Vec<A> d = load(dy + i, k), xv = load(row + i, k);
+            (load(dw + i, k) + d * (xv - shift) * scale).store(dw + i, k);
+            (load(db + i, k) + d).store(db + i, k);
+            (scale * (d * load(w.data() + i, k) - mean_g - (xv - mean_v) * scale * mean_gn)).store(out + i, k);
+          });
+          store_acc_buffer(out, dxp + base + p * g.C, g.C);
         }
-        dw[c] = dw_c;
-        db[c] = db_c;
-      }
-      for (int64_t c = 0; c < g.C; ++c) {
-        const acc_t w = acc_t(wp[c]);
-        for (int64_t p = 0; p < n; ++p) {
-          const int64_t i = base + c * sc + p * sp;
-          const acc_t centred = (acc_t(xp[i]) - mean[p]) * rstd[p];
-          dxp[i] = scalar_t(rstd[p] * (acc_t(gp[i]) * w - centre * sum_g[p] / acc_t(g.C) -
-                                       centred * sum_gn[p] / acc_t(g.C)));
+      } else {
+        block_statistics(xp + base, g, n, eps, s);
+        std::fill(s.sum_g, s.sum_g + n, A(0));
+        std::fill(s.sum_gn, s.sum_gn + n, A(0));
+        for (int64_t c = 0; c < g.C; ++c) {
+          const A* row = as_acc(xp + base + c * g.P, s.x.data(), n);
+          const A* dy = as_acc(gp + base + c * g.P, s.g.data(), n);
+          const Vec<A> wc(w[c]), centre_v(centre);
+          vec_for<A>(n, [&](int64_t i, int64_t k) {
+            const Vec<A> d = load(dy + i, k);
+            const Vec<A> normalised = (load(row + i, k) - centre_v * load(s.mean + i, k)) * load(s.rstd + i, k);
+            normalised.store(s.normalised + i, k);
+            (load(s.sum_g + i, k) + d * wc).store(s.sum_g + i, k);
+            (load(s.sum_gn + i, k) + d * wc * normalised).store(s.sum_gn + i, k);
+          });
+          dw[c] = vec_sum<A>(n, [&](int64_t i) { return Vec<A>::loadu(dy + i) * Vec<A>::loadu(s.normalised + i); },
+                             [&](int64_t i) { return dy[i] * s.normalised[i]; });
+          db[c] = vec_sum<A>(n, [&](int64_t i) { return Vec<A>::loadu(dy + i); }, [&](int64_t i) { return dy[i]; });
+        }
+        for (int64_t c = 0; c < g.C; ++c) {
+          const A* row = as_acc(xp + base + c * g.P, s.x.data(), n);
+          const A* dy = as_acc(gp + base + c * g.P, s.g.data(), n);
+          A* out = acc_out(dxp + base + c * g.P, s.out.data());
+          const Vec<A> wc(w[c]), centre_v(centre), inv_c_v(inv_c);
+          vec_for<A>(n, [&](int64_t i, int64_t k) {
+            const Vec<A> rstd = load(s.rstd + i, k);
+            const Vec<A> centred = (load(row + i, k) - load(s.mean + i, k)) * rstd;
+            (rstd * (load(dy + i, k) * wc - centre_v * load(s.sum_g + i, k) * inv_c_v -
+                     centred * load(s.sum_gn + i, k) * inv_c_v))
+                .store(out + i, k);
+          });
+          store_acc_buffer(out, dxp + base + c * g.P, n);
         }
       }
     }
@@ -141,7 +221,7 @@ void backward_kernel(const at::Tensor& grad_out, const at::Tensor& x, const at::
   scalar_t* dbp = grad_bias.mutable_data_ptr<scalar_t>();
   at::parallel_for(0, g.C, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
-      acc_t dw = acc_t(0), db = acc_t(0);
+      A dw = A(0), db = A(0);
       for (int64_t t = 0; t < g.tasks(); ++t) {
         dw += partial[t * g.C + c];
         db += partial[(g.tasks() + t) * g.C + c];
@@ -150,6 +230,10 @@ void backward_kernel(const at::Tensor& grad_out, const at::Tensor& x, const at::
       dbp[c] = scalar_t(db);
     }
   });
+}
+
+Geometry geometry_of(const at::Tensor& x, bool channels_last) {
+  return {x.size(0), x.size(1), x.size(2) * x.size(3), channels_last};
 }
 
 at::Tensor layer_norm_channels(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,

@@ -1,11 +1,11 @@
 """torch.ops.pyairir.layer_norm_channels: Restormer's channel LayerNorm.
 
 Faces: schema in csrc/ops.cpp; C++ CPU kernel csrc/cpu/layer_norm_channels.cpp;
-CUDA kernel csrc/cuda/layer_norm_channels.{cu,cpp}; Triton kernel
-triton_kernels/layer_norm_channels.py (registered here as
+CUDA kernel csrc/cuda/layer_norm_channels.cu (binding in csrc/cuda/bindings);
+Triton kernel triton_kernels/layer_norm_channels.py (op
 pyairir::layer_norm_channels_triton); reference
-pyairir/reference/layer_norm_channels.py. This file adds the fake kernels,
-the autograd formulas and the Python entry that picks an implementation.
+pyairir/reference/layer_norm_channels.py. This file adds the fake kernels, the
+autograd formula and the Python entry that picks an implementation.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from pyairir import reference
 from pyairir._validation import check_channel_vector, check_image
-from pyairir.ops import backend, extension
+from pyairir.ops import backend, registration
 from pyairir.ops.layout import check_dense, dense_like
 
 OP = "pyairir::layer_norm_channels"
@@ -43,16 +43,11 @@ def layer_norm_channels(
     (see pyairir.reference.layer_norm_channels for the formula). Differentiable in x, weight, bias.
     """
     check_inputs(x, weight, bias, eps)
-    implementation = backend.implementation(x)
-    if implementation == "reference":
-        return reference.layer_norm_channels(x, weight, bias, eps, subtract_mean)
-    if implementation == "triton":
-        return torch.ops.pyairir.layer_norm_channels_triton(x, weight, bias, eps, subtract_mean)
-    extension.require("layer_norm_channels")
-    return torch.ops.pyairir.layer_norm_channels(x, weight, bias, eps, subtract_mean)
+    return registration.run("layer_norm_channels", backend.implementation(x), reference.layer_norm_channels,
+                            x, weight, bias, eps, subtract_mean)
 
 
-def _fake_forward(x, weight, bias, eps, subtract_mean):
+def _fake(x, weight, bias, eps, subtract_mean):
     check_inputs(x, weight, bias, eps)
     return torch.empty_like(x)
 
@@ -67,7 +62,7 @@ def _setup_context(ctx, inputs, output):
     ctx.eps, ctx.subtract_mean, ctx.has_bias = eps, subtract_mean, bias is not None
 
 
-def _autograd_for(backward_op):
+def _make_backward(backward_op):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         grad_x, grad_weight, grad_bias = backward_op(dense_like(grad, x), x, weight, ctx.eps, ctx.subtract_mean)
@@ -76,33 +71,5 @@ def _autograd_for(backward_op):
     return backward
 
 
-@torch.library.custom_op("pyairir::layer_norm_channels_triton", mutates_args=())
-def _triton_forward(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float, subtract_mean: bool
-) -> torch.Tensor:
-    from pyairir.triton_kernels import layer_norm_channels as kernels
-
-    return kernels.forward(x, weight, bias, eps, subtract_mean)
-
-
-@torch.library.custom_op("pyairir::layer_norm_channels_triton_backward", mutates_args=())
-def _triton_backward(
-    grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float, subtract_mean: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from pyairir.triton_kernels import layer_norm_channels as kernels
-
-    return kernels.backward(grad_out, x, weight, eps, subtract_mean)
-
-
-_triton_forward.register_fake(_fake_forward)
-_triton_backward.register_fake(_fake_backward)
-_triton_forward.register_autograd(
-    _autograd_for(torch.ops.pyairir.layer_norm_channels_triton_backward), setup_context=_setup_context
-)
-
-if extension.AVAILABLE:
-    torch.library.register_fake(OP)(_fake_forward)
-    torch.library.register_fake(OP + "_backward")(_fake_backward)
-    torch.library.register_autograd(
-        OP, _autograd_for(torch.ops.pyairir.layer_norm_channels_backward), setup_context=_setup_context
-    )
+registration.register("layer_norm_channels", fake=_fake, fake_backward=_fake_backward,
+                      setup_context=_setup_context, make_backward=_make_backward)

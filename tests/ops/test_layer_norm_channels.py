@@ -10,6 +10,7 @@ import torch
 import pyairir
 from pyairir import reference
 from pyairir.ops import layer_norm_channels, use_backend
+from tests.ops.helpers import assert_all_close, assert_bfloat16_rule, layout_id, run
 
 EPS = 1e-5
 
@@ -17,7 +18,7 @@ EPS = 1e-5
 # only error is summation order over C (<= 176 terms). float32: rounding of the
 # per-pixel mean/variance and of the output (~1e-7 relative per operation, with
 # outputs O(1) and inputs up to ~4 sigma). bfloat16 is judged by the rule in
-# check_bfloat16 instead: its own rounding (2^-8) dwarfs the kernel's.
+# tests.ops.helpers.assert_bfloat16_rule instead: its own rounding (2^-8) dwarfs the kernel's.
 TOLERANCES = {torch.float64: (1e-12, 1e-12), torch.float32: (2e-5, 2e-5)}
 
 
@@ -36,18 +37,9 @@ def sample_inputs(dtype: torch.dtype = torch.float64, tiny: bool = False):
         yield x, weight, bias, subtract_mean
 
 
-def run(fn, x, weight, bias, subtract_mean, grad_out):
-    """Output and gradients (x, weight, bias) of fn at the given point."""
-    leaves = [t.detach().clone().requires_grad_() for t in (x, weight) + ((bias,) if bias is not None else ())]
-    y = fn(leaves[0], leaves[1], leaves[2] if bias is not None else None, EPS, subtract_mean)
-    y.backward(grad_out)
-    return [y.detach()] + [t.grad for t in leaves]
-
-
 def case_id(case):
     x, _, bias, subtract_mean = case
-    layout = "cl" if not x.is_contiguous() else "nchw"
-    return f"{tuple(x.shape)}-{layout}-{'withbias' if subtract_mean else 'biasfree'}"
+    return f"{tuple(x.shape)}-{layout_id(x)}-{'withbias' if subtract_mean else 'biasfree'}"
 
 
 CASES = list(sample_inputs())
@@ -56,40 +48,23 @@ CASES = list(sample_inputs())
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 def test_cpu_kernel_matches_reference(case, dtype):
-    x, weight, bias, subtract_mean = (t.to(dtype) if isinstance(t, torch.Tensor) else t for t in case)
-    grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    expected = run(reference.layer_norm_channels, *(t.double() if isinstance(t, torch.Tensor) else t
-                                                    for t in (x, weight, bias, subtract_mean)), grad_out)
-    got = run(torch.ops.pyairir.layer_norm_channels, x, weight, bias, subtract_mean, grad_out.to(dtype))
-    atol, rtol = TOLERANCES[dtype]
-    for g, e in zip(got, expected):
-        torch.testing.assert_close(g.double(), e, atol=atol * max(1.0, e.abs().max().item()), rtol=rtol)
-    assert got[0].is_contiguous(memory_format=torch.channels_last) == x.is_contiguous(
-        memory_format=torch.channels_last)
-    assert got[1].stride() == x.stride()  # grad_x in x's layout
-
-
-def check_bfloat16(fn, case):
-    """A bf16 kernel's error against the fp32 reference stays within 2x the error of the
-    reference itself run in bf16 (plus one bf16 ulp at the output's scale)."""
     x, weight, bias, subtract_mean = case
-    grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-
-    def at(dtype):
-        return [t.to(dtype) if isinstance(t, torch.Tensor) else t for t in (x, weight, bias, subtract_mean)]
-
-    exact = run(reference.layer_norm_channels, *at(torch.float32), grad_out.float())
-    ref_bf16 = run(reference.layer_norm_channels, *at(torch.bfloat16), grad_out.bfloat16())
-    got = run(fn, *at(torch.bfloat16), grad_out.bfloat16())
-    for name, g, r, e in zip(("y", "grad_x", "grad_weight", "grad_bias"), got, ref_bf16, exact):
-        error = (g.float() - e).abs().max().item()
-        bound = 2 * (r.float() - e).abs().max().item() + e.abs().max().item() * 2 ** -8
-        assert error <= bound, f"{name}: bf16 kernel error {error} > bound {bound}"
+    tensors = [t.to(dtype) if t is not None else None for t in (x, weight, bias)]
+    grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    expected = run(reference.layer_norm_channels, [t.double() if t is not None else None for t in tensors],
+                   (EPS, subtract_mean), grad_out)
+    got = run(torch.ops.pyairir.layer_norm_channels, tensors, (EPS, subtract_mean), grad_out)
+    assert_all_close(got, expected, *TOLERANCES[dtype])
+    assert got[0].is_contiguous(memory_format=torch.channels_last) == (layout_id(x) == "cl")
+    assert got[1].stride() == x.stride()  # grad_x in x's layout
 
 
 @pytest.mark.parametrize("case", CASES[:4], ids=[case_id(c) for c in CASES[:4]])
 def test_cpu_kernel_bfloat16(case):
-    check_bfloat16(torch.ops.pyairir.layer_norm_channels, case)
+    x, weight, bias, subtract_mean = case
+    grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert_bfloat16_rule(torch.ops.pyairir.layer_norm_channels, reference.layer_norm_channels, [x, weight, bias],
+                         (EPS, subtract_mean), grad_out)
 
 
 TINY = list(sample_inputs(tiny=True))
@@ -120,15 +95,17 @@ def test_triton_kernel_matches_reference(case):
     """The Triton kernels, run by the Triton interpreter on CPU tensors (tests/conftest.py)."""
     x, weight, bias, subtract_mean = case
     grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    expected = run(reference.layer_norm_channels, x, weight, bias, subtract_mean, grad_out)
-    got = run(torch.ops.pyairir.layer_norm_channels_triton, x, weight, bias, subtract_mean, grad_out)
-    for g, e in zip(got, expected):
-        torch.testing.assert_close(g, e, atol=1e-12, rtol=1e-12)
+    expected = run(reference.layer_norm_channels, [x, weight, bias], (EPS, subtract_mean), grad_out)
+    got = run(torch.ops.pyairir.layer_norm_channels_triton, [x, weight, bias], (EPS, subtract_mean), grad_out)
+    assert_all_close(got, expected, 1e-12, 1e-12)
     assert got[0].stride() == x.stride()
 
 
 def test_triton_kernel_bfloat16():
-    check_bfloat16(torch.ops.pyairir.layer_norm_channels_triton, TINY[0])
+    x, weight, bias, subtract_mean = TINY[0]
+    grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert_bfloat16_rule(torch.ops.pyairir.layer_norm_channels_triton, reference.layer_norm_channels,
+                         [x, weight, bias], (EPS, subtract_mean), grad_out)
 
 
 def test_backward_is_deterministic_across_thread_counts():

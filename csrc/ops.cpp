@@ -33,4 +33,20 @@ TORCH_LIBRARY(pyairir, m) {
   m.def(
       "gated_gelu_backward(Tensor grad_out, Tensor x, Tensor? dw_weight, Tensor? dw_bias, bool gelu)"
       " -> (Tensor, Tensor, Tensor)");
+
+  // Restormer's MDTA core (transposed attention), per image and head over the
+  // d = C / heads channels and N = H * W pixels of q, k, v (B, C, H, W):
+  //   out = softmax((q k^T) / (|q| |k|^T) * temperature[h]) v
+  // with |.| the L2 norm over the pixels (clamped to 1e-12, as F.normalize).
+  // q, k, v: NCHW or channels_last, or channel slices of such a tensor;
+  // temperature: heads values. Returns (out (B, C, H, W) in q's layout, and for
+  // the backward: the cosine matrix (B, heads, d, d) and the norms of q and k
+  // (B, C), in float32, float64 for float64 inputs).
+  m.def(
+      "mdta(Tensor q, Tensor k, Tensor v, Tensor temperature, int heads)"
+      " -> (Tensor out, Tensor cosine, Tensor q_norm, Tensor k_norm)");
+  // Gradients w.r.t. (q, k, v, temperature), from the extra outputs of mdta.
+  m.def(
+      "mdta_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor temperature, Tensor cosine,"
+      " Tensor q_norm, Tensor k_norm, int heads) -> (Tensor, Tensor, Tensor, Tensor)");
 }

@@ -10,6 +10,7 @@ from torch import nn
 from pyairir.models.nafnet import NAFNet, NAFNetLocal
 from pyairir.models.promptir import PromptIR
 from pyairir.models.restormer import Restormer
+from pyairir.nn import set_fast
 
 _NAFNET_SIDD = {"middle_blk_num": 12, "enc_blk_nums": [2, 2, 4, 8], "dec_blk_nums": [2, 2, 2, 2]}
 _NAFNET_GOPRO = {"middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 28], "dec_blk_nums": [1, 1, 1, 1]}
@@ -33,10 +34,12 @@ def list_models() -> list[str]:
     return sorted(CONFIGS)
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def create_model(name: str, fast: bool = False, **overrides: Any) -> nn.Module:
     """Builds the named configuration, with any constructor argument overridden.
 
     e.g. create_model("promptir"), create_model("restormer", dim=16, num_blocks=[1, 1, 1, 1]).
+    fast=True runs the fused kernels and keeps activations channels_last (pyairir.nn.set_fast);
+    the parameters and state_dict are the same either way.
     """
     if name not in CONFIGS:
         raise ValueError(f"create_model: unknown model {name!r}; available: {', '.join(list_models())}")
@@ -48,4 +51,5 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
         names = ", ".join(p for p in accepted if p != "self")
         raise TypeError(f"create_model({name!r}): {cls.__name__} has no argument {', '.join(unknown)}; "
                         f"it takes: {names}")
-    return cls(**{**arguments, **overrides})
+    model = cls(**{**arguments, **overrides})
+    return set_fast(model) if fast else model

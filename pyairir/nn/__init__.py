@@ -1,5 +1,6 @@
 """Modules, one per paper concept. Parameter names and shapes follow the official code."""
 
+from pyairir.nn.fast import set_fast
 from pyairir.nn.gdfn import GDFN, FeedForward
 from pyairir.nn.layer_norm import BiasFreeLayerNorm, LayerNorm, LayerNorm2d, WithBiasLayerNorm
 from pyairir.nn.local_avg_pool import LocalAvgPool2d
@@ -12,5 +13,5 @@ from pyairir.nn.transformer_block import TransformerBlock
 __all__ = [
     "Attention", "BiasFreeLayerNorm", "Downsample", "FeedForward", "GDFN", "LayerNorm", "LayerNorm2d",
     "LocalAvgPool2d", "MDTA", "NAFBlock", "OverlapPatchEmbed", "PromptGenBlock", "SimpleGate",
-    "TransformerBlock", "Upsample", "WithBiasLayerNorm",
+    "TransformerBlock", "Upsample", "WithBiasLayerNorm", "set_fast",
 ]

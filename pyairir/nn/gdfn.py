@@ -7,24 +7,30 @@ with φ the exact (erf) GELU; the residual and LN live in TransformerBlock.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from pyairir import ops, reference
 
 
 class GDFN(nn.Module):
     """Keys: project_in (2h, C, 1, 1); dwconv (2h, 1, 3, 3); project_out (C, h, 1, 1); h = int(C * expansion)."""
 
-    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool) -> None:
+    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool, fast: bool = False) -> None:
         super().__init__()
         hidden = int(dim * ffn_expansion_factor)
         self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
+        self.fast = fast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W) -> (B, C, H, W)."""
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
+        """x (B, C, H, W) -> (B, C, H, W). fast=True fuses dwconv and the gate in one op."""
+        x = self.project_in(x)
+        if self.fast:
+            x = ops.gated_gelu(x, self.dwconv.weight, self.dwconv.bias, True)
+        else:
+            x = reference.gated_gelu(self.dwconv(x), None, None, True)
+        return self.project_out(x)
 
 
 FeedForward = GDFN  # the official class name

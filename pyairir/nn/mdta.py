@@ -10,14 +10,15 @@ per-head `temperature`; the attention map is (C/heads x C/heads).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from pyairir import ops, reference
 
 
 class MDTA(nn.Module):
     """Keys: temperature (heads, 1, 1); qkv (3C, C, 1, 1); qkv_dwconv (3C, 1, 3, 3); project_out (C, C, 1, 1)."""
 
-    def __init__(self, dim: int, num_heads: int, bias: bool) -> None:
+    def __init__(self, dim: int, num_heads: int, bias: bool, fast: bool = False) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"MDTA: dim ({dim}) must be divisible by num_heads ({num_heads})")
@@ -26,15 +27,13 @@ class MDTA(nn.Module):
         self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+        self.fast = fast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) -> (B, C, H, W)."""
-        b, c, h, w = x.shape
-        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w)
-                   for t in self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1))
-        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-        attention = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)
-        return self.project_out((attention @ v).reshape(b, c, h, w))
+        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        attend = ops.mdta if self.fast else reference.mdta
+        return self.project_out(attend(q, k, v, self.temperature, self.num_heads))
 
 
 Attention = MDTA  # the official class name

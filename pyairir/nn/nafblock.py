@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pyairir import ops
 from pyairir.nn.layer_norm import LayerNorm2d
 
 
@@ -29,7 +30,7 @@ class NAFBlock(nn.Module):
     beta, gamma (1, c, 1, 1), zero at init so the block starts as the identity."""
 
     def __init__(self, c: int, DW_Expand: int = 2, FFN_Expand: int = 2,  # noqa: N803
-                 drop_out_rate: float = 0.0) -> None:
+                 drop_out_rate: float = 0.0, fast: bool = False) -> None:
         super().__init__()
         dw_channel = c * DW_Expand
         self.conv1 = nn.Conv2d(c, dw_channel, kernel_size=1, bias=True)
@@ -47,10 +48,15 @@ class NAFBlock(nn.Module):
         self.dropout2 = nn.Dropout(drop_out_rate) if drop_out_rate > 0.0 else nn.Identity()
         self.beta = nn.Parameter(torch.zeros((1, c, 1, 1)))
         self.gamma = nn.Parameter(torch.zeros((1, c, 1, 1)))
+        self.fast = fast
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
-        """(B, c, H, W) -> (B, c, H, W)."""
-        x = self.sg(self.conv2(self.conv1(self.norm1(inp))))
+        """(B, c, H, W) -> (B, c, H, W). fast=True fuses conv2 and the first SimpleGate in one op."""
+        x = self.conv1(self.norm1(inp))
+        if self.fast:
+            x = ops.gated_gelu(x, self.conv2.weight, self.conv2.bias, False)
+        else:
+            x = self.sg(self.conv2(x))
         x = self.dropout1(self.conv3(x * self.sca(x)))
         y = inp + x * self.beta
         x = self.dropout2(self.conv5(self.sg(self.conv4(self.norm2(y)))))

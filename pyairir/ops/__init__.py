@@ -6,5 +6,6 @@ kernel (CUDA) or the eager reference, as pyairir.ops.backend decides."""
 from pyairir.ops.backend import get_backend, use_backend
 from pyairir.ops.gated_gelu import gated_gelu
 from pyairir.ops.layer_norm_channels import layer_norm_channels
+from pyairir.ops.mdta import mdta
 
-__all__ = ["gated_gelu", "get_backend", "layer_norm_channels", "use_backend"]
+__all__ = ["gated_gelu", "get_backend", "layer_norm_channels", "mdta", "use_backend"]

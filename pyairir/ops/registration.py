@@ -19,6 +19,9 @@ from pyairir.ops import extension
 
 def _schema(op: str) -> str:
     """The argument list and returns of a C++ op's schema, e.g. '(Tensor x, float eps) -> Tensor'."""
+    if not hasattr(torch.ops.pyairir, op):
+        raise RuntimeError(f"pyairir._C has no op {op}: the compiled extension is older than the Python code. "
+                           "Rebuild it with `pip install --no-build-isolation -e .`")
     full = str(getattr(torch.ops.pyairir, op).default._schema)
     return full[full.index("("):]
 

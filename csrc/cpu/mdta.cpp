@@ -1,0 +1,190 @@
+// mdta on CPU: Restormer's transposed attention core. Per image b and head h,
+// with Q, K, V the head's d = C / heads channels over the N = H * W pixels:
+//   C_hat = (Q K^T) / (|q| |k|^T)          cosine of every pair of channels (d x d)
+//   A = softmax_rows(C_hat * t_h),   out = A V
+// The L2 norms are folded into the Gram matrix: Q and K are read once, in
+// chunks of kChunk pixels, for both their Gram matrix and their squared norms;
+// no normalised copy is made. Chunk partials are summed in chunk order, and the
+// chunking depends only on N, so results do not depend on the thread count.
+// The matrix products run as single-threaded GEMMs (at::mm on views of the
+// chunks), one task per (image, head, chunk), in parallel over the tasks.
+//
+// q, k, v may be channel chunks of one NCHW or channels_last tensor (as MDTA's
+// qkv.chunk(3) gives): a pixel axis H * W and either unit channel stride
+// (pixel-major) or unit pixel stride (channel-major).
+#include "vec.h"  // first: selects at::vec's instruction set
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "../mdta_math.h"
+#include "vec_loops.h"
+
+namespace pyairir {
+namespace {
+
+using mdta_math::Geometry;
+
+constexpr int64_t kChunk = 1024;  // pixels per task
+
+int64_t chunks(const Geometry& g) { return (g.N + kChunk - 1) / kChunk; }
+
+// Where head h of image b starts in a (B, C, H, W) tensor, and its (d, N) matrix strides.
+struct Operand {
+  void* data;
+  int64_t batch_stride, channel_stride, pixel_stride;
+  at::ScalarType dtype;
+};
+
+Operand operand(const at::Tensor& t) {
+  return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(3), t.scalar_type()};
+}
+
+// The (d, count) block of the head's matrix starting at pixel p0, as a tensor view (no copy).
+at::Tensor block(const Operand& o, const Geometry& g, int64_t b, int64_t h, int64_t p0, int64_t count) {
+  const int64_t element = c10::elementSize(o.dtype);
+  char* start = static_cast<char*>(o.data) +
+                (b * o.batch_stride + h * g.d * o.channel_stride + p0 * o.pixel_stride) * element;
+  return at::from_blob(start, {g.d, count}, {o.channel_stride, o.pixel_stride}, at::TensorOptions().dtype(o.dtype));
+}
+
+// C = A B into a slice of an accumulation-type tensor; with bf16/fp16 operands the GEMM
+// accumulates in fp32 and rounds its d x d result once to the operands' type.
+void mm_into(at::Tensor slot, const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() == slot.scalar_type()) {
+    at::mm_out(slot, a, b);
+  } else {
+    slot.copy_(at::mm(a, b));
+  }
+}
+
+// out[i] = sum over the block's pixels of m[i, p]^2 (accumulation type), for m (d, count) with
+// unit stride in one dimension.
+template <typename scalar_t, typename A = acc_type<scalar_t>>
+void sum_squares(const at::Tensor& m, A* out) {
+  const int64_t d = m.size(0), n = m.size(1), sc = m.stride(0), sp = m.stride(1);
+  const scalar_t* base = m.const_data_ptr<scalar_t>();
+  constexpr int64_t V = Vec<A>::size();
+  if (sp == 1) {
+    for (int64_t i = 0; i < d; ++i) {
+      const scalar_t* row = base + i * sc;
+      Vec<A> total(A(0));
+      vec_for<A>(n, [&](int64_t j, int64_t k) { const Vec<A> v = load_acc(row + j, k); total = at::vec::fmadd(v, v, total); });
+      A sum[V];
+      total.store(sum);
+      out[i] = std::accumulate(sum, sum + V, A(0));
+    }
+    return;
+  }
+  std::fill(out, out + d, A(0));
+  for (int64_t p = 0; p < n; ++p) {
+    const scalar_t* column = base + p * sp;
+    vec_for<A>(d, [&](int64_t i, int64_t k) {
+      const Vec<A> v = load_acc(column + i, k);
+      at::vec::fmadd(v, v, load(out + i, k)).store(out + i, k);
+    });
+  }
+}
+
+// Runs f(b, h, chunk, p0, count) for every task, in parallel; f may call single-threaded ATen ops.
+template <typename F>
+void for_each_task(const Geometry& g, F&& f) {
+  const int64_t n = chunks(g);
+  at::parallel_for(0, g.B * g.heads * n, 1, [&](int64_t begin, int64_t end) {
+    const at::NoGradGuard no_grad;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t chunk = t % n, h = (t / n) % g.heads, b = t / (n * g.heads);
+      const int64_t p0 = chunk * kChunk;
+      f(b, h, chunk, p0, std::min(kChunk, g.N - p0));
+    }
+  });
+}
+
+// Sums a [B * heads][chunks][rest...] partial tensor over chunks, in order.
+at::Tensor sum_chunks(const at::Tensor& partial) {
+  at::Tensor total = partial.select(1, 0).clone();
+  for (int64_t c = 1; c < partial.size(1); ++c) total.add_(partial.select(1, c));
+  return total;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor& q, const at::Tensor& k,
+                                                                const at::Tensor& v, const at::Tensor& temperature,
+                                                                int64_t heads) {
+  const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, "pyairir::mdta");
+  const auto acc_options = q.options().dtype(mdta_math::acc_dtype(q.scalar_type()));
+  const Operand oq = operand(q), ok = operand(k), ov = operand(v);
+  // Pass 1: per chunk, the Gram matrix Q K^T and the squared norms of q and k.
+  at::Tensor gram = at::empty({g.B * heads, chunks(g), g.d, g.d}, acc_options);
+  at::Tensor squares = at::empty({g.B * heads, chunks(g), 2, g.d}, acc_options);
+  for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
+    const at::Tensor qb = block(oq, g, b, h, p0, count), kb = block(ok, g, b, h, p0, count);
+    mm_into(gram[b * heads + h][chunk], qb, kb.t());
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "mdta_norms", [&] {
+      acc_type<scalar_t>* out = squares[b * heads + h][chunk].data_ptr<acc_type<scalar_t>>();
+      sum_squares<scalar_t>(qb, out);
+      sum_squares<scalar_t>(kb, out + g.d);
+    });
+  });
+  const mdta_math::Forward f = mdta_math::attention_from(sum_chunks(gram), sum_chunks(squares), temperature, g);
+  // Pass 2: out = A V, chunk by chunk, into the output's head block (A in the operands' type).
+  const at::Tensor weights = f.attention.to(q.scalar_type());
+  at::Tensor out = mdta_math::empty_like_layout(q);
+  const Operand oo = operand(out);
+  for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
+    at::Tensor destination = block(oo, g, b, h, p0, count);
+    at::mm_out(destination, weights[b * heads + h], block(ov, g, b, h, p0, count));
+  });
+  return {out, f.cosine, f.q_norm, f.k_norm};
+}
+
+// dV = A^T dO and dA = dO V^T stream over the pixels; the rest is mdta_math::backward_coefficients.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta_backward(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& temperature, const at::Tensor& cosine, const at::Tensor& q_norm, const at::Tensor& k_norm,
+    int64_t heads) {
+  constexpr const char* op = "pyairir::mdta_backward";
+  const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, op);
+  mdta_math::check_operand(grad_out, "grad_out", q, op);
+  mdta_math::check_saved(cosine, q_norm, k_norm, q, g, op);
+  const at::ScalarType dtype = q.scalar_type();
+  const at::Tensor attention = mdta_math::attention_of(cosine, temperature, g);
+  const Operand og = operand(grad_out), oq = operand(q), ok = operand(k), ov = operand(v);
+  at::Tensor grad_q = mdta_math::empty_like_layout(q), grad_k = mdta_math::empty_like_layout(q);
+  at::Tensor grad_v = mdta_math::empty_like_layout(q);
+  const Operand odq = operand(grad_q), odk = operand(grad_k), odv = operand(grad_v);
+  // Pass 1: dA = dO V^T per chunk, and dV = A^T dO.
+  at::Tensor grad_attention = at::empty({g.B * heads, chunks(g), g.d, g.d}, cosine.options());
+  const at::Tensor weights_t = attention.transpose(1, 2).to(dtype);
+  for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
+    const at::Tensor dout = block(og, g, b, h, p0, count);
+    mm_into(grad_attention[b * heads + h][chunk], dout, block(ov, g, b, h, p0, count).t());
+    at::Tensor destination = block(odv, g, b, h, p0, count);
+    at::mm_out(destination, weights_t[b * heads + h], dout);
+  });
+  const mdta_math::Backward c =
+      mdta_math::backward_coefficients(sum_chunks(grad_attention), attention, cosine, q_norm, k_norm, temperature, g);
+  // Pass 2: dQ = dG K + diag(d|q| / |q|) Q,  dK = dG^T Q + diag(d|k| / |k|) K.
+  const at::Tensor dG_q = c.grad_q_gram.to(dtype), dG_k = c.grad_k_gram.to(dtype);
+  const at::Tensor q_scale = c.grad_q_scale.unsqueeze(-1).to(dtype), k_scale = c.grad_k_scale.unsqueeze(-1).to(dtype);
+  for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
+    const int64_t bh = b * heads + h;
+    const at::Tensor qb = block(oq, g, b, h, p0, count), kb = block(ok, g, b, h, p0, count);
+    at::Tensor dq = block(odq, g, b, h, p0, count), dk = block(odk, g, b, h, p0, count);
+    at::addmm_out(dq, qb * q_scale[bh], dG_q[bh], kb);
+    at::addmm_out(dk, kb * k_scale[bh], dG_k[bh], qb);
+  });
+  return {grad_q, grad_k, grad_v, c.grad_temperature};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyairir, CPU, m) {
+  m.impl("mdta", &mdta);
+  m.impl("mdta_backward", &mdta_backward);
+}
+
+}  // namespace pyairir

@@ -1,0 +1,123 @@
+// MDTA's argument checks and its small (d x d per head) matrix algebra, in
+// ATen ops on any device: shared by the CPU kernel and the CUDA binding, which
+// differ only in how they stream over the pixels.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace pyairir {
+namespace mdta_math {
+
+constexpr double kNormEps = 1e-12;  // F.normalize's eps
+
+struct Geometry {
+  int64_t B, C, N, heads, d;
+};
+
+// q, k, v and grad_out: (B, C, H, W) like q, with a pixel axis and a unit channel or pixel stride.
+inline void check_operand(const at::Tensor& t, const char* name, const at::Tensor& q, const char* op) {
+  TORCH_CHECK(t.dim() == 4, op, ": ", name, " must be a 4-D (B, C, H, W) tensor, got ", t.dim(), "-D with shape ",
+              t.sizes());
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name,
+              " must be a floating tensor (float32, float64, bfloat16 or float16), got ", t.scalar_type());
+  TORCH_CHECK(t.numel() > 0, op, ": ", name, " must not be empty, got shape ", t.sizes());
+  TORCH_CHECK(t.sizes() == q.sizes() && t.scalar_type() == q.scalar_type() && t.device() == q.device(), op, ": ",
+              name, " must have the shape, dtype and device of q (", q.sizes(), ", ", q.scalar_type(), "), got ",
+              t.sizes(), ", ", t.scalar_type());
+  const bool pixels_flatten = t.size(2) == 1 || t.stride(2) == t.size(3) * t.stride(3);
+  TORCH_CHECK(pixels_flatten && (t.stride(1) == 1 || t.stride(3) == 1), op, ": ", name,
+              " must be NCHW or channels_last, or a channel slice of such a tensor, got strides ", t.strides(),
+              " for shape ", t.sizes());
+}
+
+inline Geometry check_arguments(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& temperature, int64_t heads, const char* op) {
+  check_operand(q, "q", q, op);
+  check_operand(k, "k", q, op);
+  check_operand(v, "v", q, op);
+  TORCH_CHECK(heads > 0 && q.size(1) % heads == 0, op, ": heads must divide the channels of q (", q.size(1),
+              "), got ", heads);
+  TORCH_CHECK(temperature.numel() == heads, op, ": temperature must hold one value per head (", heads,
+              "), got shape ", temperature.sizes());
+  TORCH_CHECK(temperature.scalar_type() == q.scalar_type() && temperature.device() == q.device(), op,
+              ": temperature must have the dtype and device of q (", q.scalar_type(), "), got ",
+              temperature.scalar_type());
+  return {q.size(0), q.size(1), q.size(2) * q.size(3), heads, q.size(1) / heads};
+}
+
+inline at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+// The backward's saved tensors, as mdta returned them.
+inline void check_saved(const at::Tensor& cosine, const at::Tensor& q_norm, const at::Tensor& k_norm,
+                        const at::Tensor& q, const Geometry& g, const char* op) {
+  const at::ScalarType acc = acc_dtype(q.scalar_type());
+  TORCH_CHECK(cosine.sizes() == at::IntArrayRef({g.B, g.heads, g.d, g.d}) && cosine.scalar_type() == acc, op,
+              ": cosine must be the (B, heads, d, d) matrix mdta returned");
+  TORCH_CHECK(q_norm.sizes() == at::IntArrayRef({g.B, g.C}) && k_norm.sizes() == q_norm.sizes() &&
+                  q_norm.scalar_type() == acc && k_norm.scalar_type() == acc,
+              op, ": q_norm and k_norm must be the (B, C) norms mdta returned");
+}
+
+// A dense tensor shaped like q, channels_last if q's channels are adjacent, else NCHW.
+inline at::Tensor empty_like_layout(const at::Tensor& q) {
+  const bool pixel_major = q.stride(1) == 1 && q.size(1) > 1;
+  return at::empty(q.sizes(), q.options().memory_format(pixel_major ? at::MemoryFormat::ChannelsLast
+                                                                    : at::MemoryFormat::Contiguous));
+}
+
+struct Forward {
+  at::Tensor cosine;     // (B, heads, d, d): Q K^T / (|q| |k|^T)
+  at::Tensor attention;  // (B * heads, d, d): softmax(cosine * t) rows
+  at::Tensor q_norm, k_norm;  // (B, C): clamped L2 norms over the pixels
+};
+
+// From the summed Gram matrices (B * heads, d, d) and squared norms (B * heads, 2, d).
+inline Forward attention_from(const at::Tensor& gram, const at::Tensor& squares, const at::Tensor& temperature,
+                              const Geometry& g) {
+  const at::Tensor norms = squares.sqrt().clamp_min(kNormEps);
+  const at::Tensor cosine = (gram / norms.select(1, 0).unsqueeze(2) / norms.select(1, 1).unsqueeze(1))
+                                .reshape({g.B, g.heads, g.d, g.d});
+  const at::Tensor t = temperature.to(gram.scalar_type()).reshape({1, g.heads, 1, 1});
+  return {cosine, (cosine * t).softmax(-1).reshape({g.B * g.heads, g.d, g.d}),
+          norms.select(1, 0).reshape({g.B, g.C}).clone(), norms.select(1, 1).reshape({g.B, g.C}).clone()};
+}
+
+inline at::Tensor attention_of(const at::Tensor& cosine, const at::Tensor& temperature, const Geometry& g) {
+  const at::Tensor t = temperature.to(cosine.scalar_type()).reshape({1, g.heads, 1, 1});
+  return (cosine * t).softmax(-1).reshape({g.B * g.heads, g.d, g.d});
+}
+
+struct Backward {
+  at::Tensor grad_q_gram, grad_k_gram;    // (B * heads, d, d): dG and dG^T
+  at::Tensor grad_q_scale, grad_k_scale;  // (B * heads, d): d|q| / |q| and d|k| / |k|
+  at::Tensor grad_temperature;            // temperature's shape and dtype
+};
+
+// With S = C_hat * t, A = softmax(S), dA = dO V^T (B * heads, d, d):
+//   dS = A * (dA - rowsum(dA * A)),   dt_h = sum dS * C_hat,   dC_hat = dS t,
+//   dG = dC_hat / (|q| |k|^T)   (G = Q K^T),
+//   d|q|_i = -sum_j dC_hat_ij C_hat_ij / |q|_i,   d|k|_j likewise over i,
+// so that dQ = dG K + diag(d|q| / |q|) Q and dK = dG^T Q + diag(d|k| / |k|) K, the norm
+// terms vanishing where a norm was clamped to eps (as F.normalize's gradient does).
+inline Backward backward_coefficients(const at::Tensor& grad_attention, const at::Tensor& attention,
+                                      const at::Tensor& cosine, const at::Tensor& q_norm, const at::Tensor& k_norm,
+                                      const at::Tensor& temperature, const Geometry& g) {
+  const at::Tensor dA = grad_attention.reshape({g.B, g.heads, g.d, g.d});
+  const at::Tensor A = attention.reshape({g.B, g.heads, g.d, g.d});
+  const at::Tensor t = temperature.to(cosine.scalar_type()).reshape({1, g.heads, 1, 1});
+  const at::Tensor dS = A * (dA - (dA * A).sum(-1, true));
+  const at::Tensor grad_temperature =
+      (dS * cosine).sum({0, 2, 3}).reshape(temperature.sizes()).to(temperature.scalar_type());
+  const at::Tensor dC = dS * t;
+  const at::Tensor qn = q_norm.reshape({g.B, g.heads, g.d}), kn = k_norm.reshape({g.B, g.heads, g.d});
+  const at::Tensor dG = dC / qn.unsqueeze(-1) / kn.unsqueeze(-2);
+  const at::Tensor dCC = dC * cosine;
+  const at::Tensor q_scale = (-dCC.sum(-1) / (qn * qn)).masked_fill(qn <= kNormEps, 0);
+  const at::Tensor k_scale = (-dCC.sum(-2) / (kn * kn)).masked_fill(kn <= kNormEps, 0);
+  const int64_t bh = g.B * g.heads;
+  return {dG.reshape({bh, g.d, g.d}), dG.transpose(-1, -2).reshape({bh, g.d, g.d}), q_scale.reshape({bh, g.d}),
+          k_scale.reshape({bh, g.d}), grad_temperature};
+}
+
+}  // namespace mdta_math
+}  // namespace pyairir

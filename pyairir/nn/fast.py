@@ -1,0 +1,28 @@
+"""Switching a model between its eager reference and its fused kernels."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def set_fast(model: nn.Module, fast: bool = True, channels_last: bool | None = None) -> nn.Module:
+    """Sets `fast` on every pyairir module inside `model` and returns the model.
+
+    channels_last (default: the value of `fast`) also stores every 4-D convolution weight in
+    channels_last, so that activations stay channels_last from the first convolution to the
+    last (which `model.to(memory_format=...)` cannot do for models holding 5-D parameters,
+    such as PromptIR's prompts). Parameters stay the same objects; the state_dict is unchanged.
+    """
+    for module in model.modules():
+        if hasattr(module, "fast") and isinstance(module.fast, bool):
+            module.fast = fast
+    if channels_last if channels_last is not None else fast:
+        memory_format = torch.channels_last
+    else:
+        memory_format = torch.contiguous_format
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.data = module.weight.data.contiguous(memory_format=memory_format)
+    return model

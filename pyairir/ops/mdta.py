@@ -1,0 +1,105 @@
+"""torch.ops.pyairir.mdta: Restormer's transposed attention core, with the L2 norms folded
+into the Gram matrix.
+
+Faces: schema in csrc/ops.cpp; C++ CPU kernel csrc/cpu/mdta.cpp; CUDA kernel
+csrc/cuda/mdta.cu (binding in csrc/cuda/bindings); Triton kernel
+triton_kernels/mdta.py (op pyairir::mdta_triton); reference
+pyairir/reference/mdta.py.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pyairir import reference
+from pyairir._validation import check_image
+from pyairir.ops import backend, registration
+
+OP = "pyairir::mdta"
+
+
+def _pixel_major(t: torch.Tensor) -> bool:
+    """Whether t's channels are adjacent in memory (channels_last, or a channel slice of it)."""
+    return t.stride(1) == 1 and t.shape[1] > 1
+
+
+def _is_slice_of_dense(t: torch.Tensor) -> bool:
+    h, w = t.shape[-2:]
+    return (h == 1 or t.stride(2) == w * t.stride(3)) and (t.stride(1) == 1 or t.stride(3) == 1)
+
+
+def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, heads: int) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_image(t, name, OP)
+        if t.shape != q.shape or t.dtype != q.dtype or t.device != q.device:
+            raise ValueError(f"{OP}: {name} must have the shape, dtype and device of q ({tuple(q.shape)}, "
+                             f"{q.dtype}, {q.device}), got {tuple(t.shape)}, {t.dtype}, {t.device}")
+        if not _is_slice_of_dense(t):
+            raise ValueError(f"{OP}: {name} must be NCHW or channels_last, or a channel slice of such a tensor, "
+                             f"got strides {t.stride()} for shape {tuple(t.shape)}")
+    channels = q.shape[1]
+    if not isinstance(heads, int) or heads <= 0 or channels % heads:
+        raise ValueError(f"{OP}: heads must divide the channels of q ({channels}), got {heads}")
+    if not isinstance(temperature, torch.Tensor) or temperature.numel() != heads:
+        shape = tuple(temperature.shape) if isinstance(temperature, torch.Tensor) else type(temperature).__name__
+        raise ValueError(f"{OP}: temperature must hold one value per head ({heads}), got {shape}")
+    if temperature.dtype != q.dtype or temperature.device != q.device:
+        raise ValueError(f"{OP}: temperature must have the dtype and device of q ({q.dtype}, {q.device}), "
+                         f"got {temperature.dtype}, {temperature.device}")
+
+
+def mdta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, heads: int) -> torch.Tensor:
+    """Transposed attention of q, k, v (B, C, H, W) with `heads` heads -> (B, C, H, W).
+
+    Per head (d = C / heads channels, N = H * W pixels): softmax((q̂ k̂^T) * temperature[h]) v,
+    q̂ and k̂ L2-normalised over the pixels (Restormer Eq. 2). q, k, v: NCHW or channels_last, or
+    channel slices of such a tensor (e.g. qkv.chunk(3, dim=1)); the output is dense in q's layout.
+    temperature: `heads` values (the official parameter is (heads, 1, 1)). Differentiable in
+    q, k, v and temperature.
+    """
+    check_inputs(q, k, v, temperature, heads)
+    implementation = backend.implementation(q)
+    if implementation == "reference":
+        return reference.mdta(q, k, v, temperature, heads)
+    return registration.run("mdta", implementation, reference.mdta, q, k, v, temperature, heads)[0]
+
+
+def _fake(q, k, v, temperature, heads):
+    check_inputs(q, k, v, temperature, heads)
+    b, c = q.shape[:2]
+    d = c // heads
+    accumulate = torch.float64 if q.dtype == torch.float64 else torch.float32
+    memory_format = torch.channels_last if _pixel_major(q) else torch.contiguous_format
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device, memory_format=memory_format)
+    return (out, q.new_empty((b, heads, d, d), dtype=accumulate), q.new_empty((b, c), dtype=accumulate),
+            q.new_empty((b, c), dtype=accumulate))
+
+
+def _fake_backward(grad_out, q, k, v, temperature, cosine, q_norm, k_norm, heads):
+    memory_format = torch.channels_last if _pixel_major(q) else torch.contiguous_format
+    grads = [torch.empty(q.shape, dtype=q.dtype, device=q.device, memory_format=memory_format) for _ in range(3)]
+    return (*grads, torch.empty_like(temperature))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, temperature, heads = inputs
+    out, cosine, q_norm, k_norm = output
+    ctx.mark_non_differentiable(cosine, q_norm, k_norm)
+    ctx.save_for_backward(q, k, v, temperature, cosine, q_norm, k_norm)
+    ctx.heads = heads
+
+
+def _make_backward(backward_op):
+    def backward(ctx, grad_out, *_):
+        q, k, v, temperature, cosine, q_norm, k_norm = ctx.saved_tensors
+        memory_format = torch.channels_last if _pixel_major(q) else torch.contiguous_format
+        grad_out = grad_out.contiguous(memory_format=memory_format)
+        grad_q, grad_k, grad_v, grad_t = backward_op(grad_out, q, k, v, temperature, cosine, q_norm, k_norm,
+                                                     ctx.heads)
+        return grad_q, grad_k, grad_v, grad_t, None
+
+    return backward
+
+
+registration.register("mdta", fake=_fake, fake_backward=_fake_backward, setup_context=_setup_context,
+                      make_backward=_make_backward)

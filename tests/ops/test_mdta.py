@@ -1,0 +1,163 @@
+"""torch.ops.pyairir.mdta: every face against the eager reference."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from pyairir import reference
+from pyairir.ops import mdta
+from tests.ops.helpers import assert_all_close, assert_bfloat16_rule, run
+
+# (dtype, atol, rtol) against the float64 reference. float64: summation order of the
+# N-pixel Gram and output products (chunked here, one bmm there). float32: the same in
+# single precision, over up to ~600 pixels per chunk and d <= 176 channels.
+TOLERANCES = {torch.float64: (1e-12, 1e-12), torch.float32: (2e-5, 2e-5)}
+LAYOUTS = ("nchw", "channels_last", "slice_of_nchw", "slice_of_channels_last")
+
+
+def make(shape, layout, generator, dtype=torch.float64):
+    """q, k, v of `shape` in `layout`: dense, or the chunks of one (B, 3C, H, W) qkv tensor."""
+    b, c, h, w = shape
+    if layout.startswith("slice"):
+        qkv = torch.randn((b, 3 * c, h, w), generator=generator, dtype=torch.float64).to(dtype)
+        if layout.endswith("channels_last"):
+            qkv = qkv.contiguous(memory_format=torch.channels_last)
+        return qkv.chunk(3, dim=1)
+    tensors = [torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype) for _ in range(3)]
+    if layout == "channels_last":
+        tensors = [t.contiguous(memory_format=torch.channels_last) for t in tensors]
+    return tensors
+
+
+def sample_inputs(tiny=False):
+    """(q, k, v, temperature, heads, layout): channels per head 40, 48, 80, 176 (PromptIR's and
+    Restormer's), H and W not multiples of any tile or chunk, every layout."""
+    generator = torch.Generator().manual_seed(0)
+    configs = ([((1, 8, 3, 2), 2), ((2, 4, 1, 3), 1)] if tiny else
+               [((1, 160, 7, 9), 4), ((2, 96, 5, 3), 2), ((1, 320, 3, 11), 4), ((1, 704, 4, 3), 4),
+                ((1, 48, 37, 29), 1)])  # 37 * 29 = 1073 pixels: two chunks of the CPU kernel
+    for (shape, heads), layout in itertools.product(configs, LAYOUTS):
+        q, k, v = make(shape, layout, generator)
+        temperature = 0.5 + torch.rand((heads, 1, 1), generator=generator, dtype=torch.float64)
+        yield q, k, v, temperature, heads, layout
+
+
+def case_id(case):
+    q, _, _, _, heads, layout = case
+    return f"{tuple(q.shape)}-heads{heads}-{layout}"
+
+
+CASES = list(sample_inputs())
+TINY = list(sample_inputs(tiny=True))
+
+
+def grad_for(q):
+    return torch.randn(q.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+
+def first(op):
+    """The op's output without the tensors it returns for its backward."""
+    return lambda *args: op(*args)[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+def test_cpu_kernel_matches_reference(case, dtype):
+    q, k, v, temperature, heads, layout = case
+    tensors = [t.to(dtype) for t in (q, k, v, temperature)]
+    got = run(first(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q))
+    expected = run(reference.mdta, [t.double() for t in tensors], (heads,), grad_for(q))
+    assert_all_close(got, expected, *TOLERANCES[dtype])
+    channels_last = layout.endswith("channels_last")
+    for result in got[:4]:  # the output and grad_q, grad_k, grad_v are dense in q's layout
+        assert result.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("case", CASES[::4], ids=[case_id(c) for c in CASES[::4]])
+def test_cpu_kernel_bfloat16(case):
+    q, k, v, temperature, heads, _ = case
+    assert_bfloat16_rule(first(torch.ops.pyairir.mdta), reference.mdta, [q, k, v, temperature], (heads,),
+                         grad_for(q))
+
+
+def test_zero_channel_follows_f_normalize():
+    """A channel of q that is all zero has norm 0 < eps: F.normalize leaves it 0 and passes the
+    gradient through 1/eps; the kernel must do the same."""
+    q, k, v, temperature, heads, _ = CASES[0]
+    q = q.clone()
+    q[:, 3] = 0
+    got = run(first(torch.ops.pyairir.mdta), [q, k, v, temperature], (heads,), grad_for(q))
+    expected = run(reference.mdta, [q, k, v, temperature], (heads,), grad_for(q))
+    assert_all_close(got, expected, 1e-12, 1e-12)
+
+
+@pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])
+def test_gradcheck(case):
+    q, k, v, temperature, heads, _ = case
+    inputs = tuple(t.detach().clone().requires_grad_() for t in (q, k, v, temperature))
+    assert torch.autograd.gradcheck(lambda q, k, v, t: mdta(q, k, v, t, heads), inputs)
+
+
+@pytest.mark.parametrize("op", ["mdta", "mdta_triton"])
+@pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])
+def test_opcheck(op, case):
+    q, k, v, temperature, heads, _ = case
+    args = tuple(t.detach().clone().requires_grad_() for t in (q, k, v, temperature)) + (heads,)
+    torch.library.opcheck(getattr(torch.ops.pyairir, op), args)
+
+
+TRITON = TINY + [c for c in CASES if c[0].shape[1] == 160][:2]
+
+
+@pytest.mark.parametrize("case", TRITON, ids=[case_id(c) for c in TRITON])
+def test_triton_kernel_matches_reference(case):
+    """The Triton kernels, run by the Triton interpreter on CPU tensors (tests/conftest.py)."""
+    q, k, v, temperature, heads, _ = case
+    got = run(first(torch.ops.pyairir.mdta_triton), [q, k, v, temperature], (heads,), grad_for(q))
+    expected = run(reference.mdta, [q, k, v, temperature], (heads,), grad_for(q))
+    assert_all_close(got, expected, 1e-12, 1e-12)
+
+
+def test_triton_kernel_bfloat16():
+    q, k, v, temperature, heads, _ = TINY[0]
+    assert_bfloat16_rule(first(torch.ops.pyairir.mdta_triton), reference.mdta, [q, k, v, temperature], (heads,),
+                         grad_for(q))
+
+
+def test_deterministic_across_thread_counts():
+    q, k, v, temperature, heads, _ = CASES[-1]  # two chunks
+    tensors = [t.float() for t in (q, k, v, temperature)]
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 1):
+            torch.set_num_threads(n)
+            results.append(run(first(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q)))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+Q = torch.randn(1, 8, 3, 3)
+T2 = torch.ones(2, 1, 1)
+
+
+@pytest.mark.parametrize("entry", [mdta, torch.ops.pyairir.mdta], ids=["python", "torch.ops"])
+@pytest.mark.parametrize("q, k, t, heads, message", [
+    (torch.randn(8, 3, 3), torch.randn(8, 3, 3), T2, 2, r"q must be a 4-D \(B, C, H, W\) tensor, got 3-D"),
+    (Q.long(), Q.long(), T2, 2, "q must be a floating tensor"),
+    (torch.randn(0, 8, 3, 3), torch.randn(0, 8, 3, 3), T2, 2, "q must not be empty"),
+    (Q, torch.randn(1, 8, 3, 4), T2, 2, "k must have the shape, dtype and device of q"),
+    (Q, Q.double(), T2, 2, "k must have the shape, dtype and device of q"),
+    (Q, Q, torch.ones(3, 1, 1), 3, "heads must divide the channels of q"),
+    (Q, Q, torch.ones(4, 1, 1), 2, r"temperature must hold one value per head \(2\)"),
+    (Q[:, :, :, :2], Q[:, :, :, :2], T2, 2, "q must be NCHW or channels_last, or a channel slice"),
+])
+def test_bad_input_is_a_clear_error(entry, q, k, t, heads, message):
+    with pytest.raises((ValueError, RuntimeError), match=message):
+        entry(q, k, q, t, heads)

@@ -4,12 +4,15 @@
     model = pyairir.create_model("promptir")
     pyairir.load_checkpoint(model, "model.ckpt")
     restored = pyairir.eval.restore(model, image)
+
+    pyairir.accelerate(official_model)   # fused kernels in a model built from the official code
 """
 
 __version__ = "0.1.0"
 
 from pyairir import eval, models, nn, ops, reference  # noqa: E402,A004
+from pyairir.accelerate import AccelerateReport, accelerate  # noqa: E402
 from pyairir.models import CheckpointError, create_model, list_models, load_checkpoint  # noqa: E402
 
-__all__ = ["CheckpointError", "create_model", "eval", "list_models", "load_checkpoint", "models", "nn", "ops",
-           "reference", "__version__"]
+__all__ = ["AccelerateReport", "CheckpointError", "accelerate", "create_model", "eval", "list_models",
+           "load_checkpoint", "models", "nn", "ops", "reference", "__version__"]

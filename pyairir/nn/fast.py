@@ -6,6 +6,11 @@ import torch
 from torch import nn
 
 
+def is_pyairir(module: nn.Module) -> bool:
+    """Whether module's class is defined by pyairir."""
+    return type(module).__module__.startswith("pyairir.")
+
+
 def set_fast(model: nn.Module, fast: bool = True, channels_last: bool | None = None) -> nn.Module:
     """Sets `fast` on every pyairir module inside `model` and returns the model.
 
@@ -15,7 +20,7 @@ def set_fast(model: nn.Module, fast: bool = True, channels_last: bool | None = N
     such as PromptIR's prompts). Parameters stay the same objects; the state_dict is unchanged.
     """
     for module in model.modules():
-        if hasattr(module, "fast") and isinstance(module.fast, bool):
+        if is_pyairir(module) and isinstance(getattr(module, "fast", None), bool):
             module.fast = fast
     if channels_last if channels_last is not None else fast:
         memory_format = torch.channels_last

@@ -1,0 +1,61 @@
+"""Every module computes the same function with fast=True and fast=False, in both layouts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pyairir.nn import GDFN, MDTA, LayerNorm, LayerNorm2d, NAFBlock, TransformerBlock, set_fast
+
+# name -> (factory, input channels)
+MODULES = {
+    "layernorm_withbias": (lambda: LayerNorm(40, "WithBias"), 40),
+    "layernorm_biasfree": (lambda: LayerNorm(40, "BiasFree"), 40),
+    "layernorm2d": (lambda: LayerNorm2d(40), 40),
+    "mdta_heads2": (lambda: MDTA(96, 2, bias=False), 96),
+    "mdta_heads4_bias": (lambda: MDTA(160, 4, bias=True), 160),
+    "gdfn": (lambda: GDFN(48, 2.66, bias=False), 48),
+    "nafblock": (lambda: NAFBlock(16), 16),
+    "transformer_block": (lambda: TransformerBlock(80, 2, 2.66, False, "WithBias"), 80),
+}
+
+
+def build(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    module = MODULES[name][0]().double()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return module
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_fast_equals_eager(name, channels_last):
+    eager, fast = build(name), set_fast(build(name), channels_last=channels_last)
+    assert list(eager.state_dict()) == list(fast.state_dict())
+    x = torch.randn(2, MODULES[name][1], 7, 9, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    xe, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ye, yf = eager(xe), fast(xf)
+    tolerance = 1e-9 * ye.abs().max().item()
+    torch.testing.assert_close(yf, ye, atol=tolerance, rtol=1e-9)
+    grad = torch.randn_like(ye)
+    ye.backward(grad)
+    yf.backward(grad)
+    torch.testing.assert_close(xf.grad, xe.grad, atol=1e-9 * xe.grad.abs().max().item(), rtol=1e-9)
+    for (key, a), (_, b) in zip(eager.named_parameters(), fast.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-9 * max(a.grad.abs().max().item(), 1e-30), rtol=1e-9,
+                                   msg=key)
+
+
+def test_set_fast_keeps_parameters_and_flips_back():
+    module = build("transformer_block")
+    parameters = [id(p) for p in module.parameters()]
+    set_fast(module)
+    assert module.attn.fast and module.ffn.fast and module.norm1.body.fast
+    assert module.attn.qkv_dwconv.weight.is_contiguous(memory_format=torch.channels_last)
+    set_fast(module, False)
+    assert not module.attn.fast and module.attn.qkv_dwconv.weight.is_contiguous()
+    assert [id(p) for p in module.parameters()] == parameters

@@ -1,0 +1,61 @@
+"""pyairir.accelerate on a model whose classes come from a user's own copy of the official code."""
+
+from __future__ import annotations
+
+import torch
+
+import pyairir
+from tests import official_like
+
+
+def user_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = official_like.UserNet().double()
+    with torch.no_grad():
+        for p in model.parameters():  # move off the identity-like initialisation
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def test_swaps_the_official_blocks_and_keeps_the_output():
+    model = user_net()
+    x = torch.rand(2, 3, 13, 11, dtype=torch.float64)
+    expected = model(x)
+    parameters = {k: id(v) for k, v in model.named_parameters()}
+    report = pyairir.accelerate(model)
+    kinds = sorted(s.replacement for s in report.swapped)
+    assert kinds.count("pyairir.nn.LayerNorm") == 6
+    assert kinds.count("pyairir.nn.MDTA") == 3
+    assert kinds.count("pyairir.nn.GDFN") == 2  # not the DualGate_FeedForward
+    assert kinds.count("pyairir.nn.NAFBlock") == 1
+    assert type(model.blocks[2].ffn).__name__ == "DualGate_FeedForward"
+    assert {k: id(v) for k, v in model.named_parameters()} == parameters  # the same Parameter objects
+    out = model(x)
+    torch.testing.assert_close(out, expected, atol=1e-9 * expected.abs().max().item(), rtol=1e-9)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_gradients_match():
+    reference, fast = user_net(), user_net()
+    pyairir.accelerate(fast)
+    x = torch.rand(1, 3, 9, 10, dtype=torch.float64)
+    reference(x).square().mean().backward()
+    fast(x).square().mean().backward()
+    for (name, a), (_, b) in zip(reference.named_parameters(), fast.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-9 * a.grad.abs().max().item(), rtol=1e-9, msg=name)
+
+
+def test_mismatched_structure_is_skipped_with_a_reason():
+    model = user_net()
+    model.blocks[0].attn.qkv_dwconv = torch.nn.Conv2d(48, 48, 5, padding=2, groups=48, bias=False).double()
+    report = pyairir.accelerate(model)
+    assert any(name == "blocks.0.attn" and "qkv_dwconv" in reason and "3x3" in reason
+               for name, reason in report.skipped)
+    assert type(model.blocks[0].attn).__module__ == official_like.__name__
+    assert "skipped blocks.0.attn" in str(report)
+
+
+def test_accelerating_twice_changes_nothing():
+    model = user_net()
+    pyairir.accelerate(model)
+    assert pyairir.accelerate(model).swapped == []

@@ -22,7 +22,7 @@
 namespace pyairir {
 namespace {
 
-constexpr int64_t kBlock = 64;  // pixels per task
+constexpr int64_t kBlock = 1024;  // pixels per task
 
 // x viewed as [B][C][P] with P = H * W, in either memory format.
 struct Geometry {

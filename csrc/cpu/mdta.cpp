@@ -29,7 +29,7 @@ namespace {
 
 using mdta_math::Geometry;
 
-constexpr int64_t kChunk = 1024;  // pixels per task
+constexpr int64_t kChunk = 2048;  // pixels per task
 
 int64_t chunks(const Geometry& g) { return (g.N + kChunk - 1) / kChunk; }
 
@@ -50,6 +50,21 @@ at::Tensor block(const Operand& o, const Geometry& g, int64_t b, int64_t h, int6
   char* start = static_cast<char*>(o.data) +
                 (b * o.batch_stride + h * g.d * o.channel_stride + p0 * o.pixel_stride) * element;
   return at::from_blob(start, {g.d, count}, {o.channel_stride, o.pixel_stride}, at::TensorOptions().dtype(o.dtype));
+}
+
+// destination = A B (+ the initial value `add`), in whichever orientation makes the destination
+// row-major, so that the GEMM writes it in place (a column-major destination, as channels_last
+// gives, would otherwise go through a temporary and a copy).
+void gemm_into(at::Tensor destination, const at::Tensor& a, const at::Tensor& b,
+               const c10::optional<at::Tensor>& add = c10::nullopt) {
+  const bool transpose = destination.stride(0) == 1 && destination.size(1) > 1;
+  at::Tensor out = transpose ? destination.t() : destination;
+  const at::Tensor left = transpose ? b.t() : a, right = transpose ? a.t() : b;
+  if (add.has_value()) {
+    at::addmm_out(out, transpose ? add->t() : *add, left, right);
+  } else {
+    at::mm_out(out, left, right);
+  }
 }
 
 // C = A B into a slice of an accumulation-type tensor; with bf16/fp16 operands the GEMM
@@ -135,8 +150,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor
   at::Tensor out = mdta_math::empty_like_layout(q);
   const Operand oo = operand(out);
   for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
-    at::Tensor destination = block(oo, g, b, h, p0, count);
-    at::mm_out(destination, weights[b * heads + h], block(ov, g, b, h, p0, count));
+    gemm_into(block(oo, g, b, h, p0, count), weights[b * heads + h], block(ov, g, b, h, p0, count));
   });
   return {out, f.cosine, f.q_norm, f.k_norm};
 }
@@ -162,8 +176,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta_backward(
   for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
     const at::Tensor dout = block(og, g, b, h, p0, count);
     mm_into(grad_attention[b * heads + h][chunk], dout, block(ov, g, b, h, p0, count).t());
-    at::Tensor destination = block(odv, g, b, h, p0, count);
-    at::mm_out(destination, weights_t[b * heads + h], dout);
+    gemm_into(block(odv, g, b, h, p0, count), weights_t[b * heads + h], dout);
   });
   const mdta_math::Backward c =
       mdta_math::backward_coefficients(sum_chunks(grad_attention), attention, cosine, q_norm, k_norm, temperature, g);
@@ -173,9 +186,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta_backward(
   for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
     const int64_t bh = b * heads + h;
     const at::Tensor qb = block(oq, g, b, h, p0, count), kb = block(ok, g, b, h, p0, count);
-    at::Tensor dq = block(odq, g, b, h, p0, count), dk = block(odk, g, b, h, p0, count);
-    at::addmm_out(dq, qb * q_scale[bh], dG_q[bh], kb);
-    at::addmm_out(dk, kb * k_scale[bh], dG_k[bh], qb);
+    gemm_into(block(odq, g, b, h, p0, count), dG_q[bh], kb, qb * q_scale[bh]);
+    gemm_into(block(odk, g, b, h, p0, count), dG_k[bh], qb, kb * k_scale[bh]);
   });
   return {grad_q, grad_k, grad_v, c.grad_temperature};
 }

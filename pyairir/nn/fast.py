@@ -6,6 +6,12 @@ import torch
 from torch import nn
 
 
+def like(t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """t in x's dtype: a module's parameter for an op whose inputs must share one dtype, e.g. fp32
+    weights meeting bf16 activations under torch.autocast."""
+    return t if t is None or t.dtype == x.dtype else t.to(x.dtype)
+
+
 def is_pyairir(module: nn.Module) -> bool:
     """Whether module's class is defined by pyairir."""
     return type(module).__module__.startswith("pyairir.")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from pyairir import ops, reference
+from pyairir.nn.fast import like
 
 
 class GDFN(nn.Module):
@@ -27,7 +28,7 @@ class GDFN(nn.Module):
         """x (B, C, H, W) -> (B, C, H, W). fast=True fuses dwconv and the gate in one op."""
         x = self.project_in(x)
         if self.fast:
-            x = ops.gated_gelu(x, self.dwconv.weight, self.dwconv.bias, True)
+            x = ops.gated_gelu(x, like(self.dwconv.weight, x), like(self.dwconv.bias, x), True)
         else:
             x = reference.gated_gelu(self.dwconv(x), None, None, True)
         return self.project_out(x)

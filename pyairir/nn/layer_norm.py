@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pyairir import ops, reference
+from pyairir.nn.fast import like
 from pyairir.ops.layout import dense_like, is_dense
 
 RESTORMER_EPS = 1e-5
@@ -22,7 +23,8 @@ def _normalise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                fast: bool) -> torch.Tensor:
     if not fast:
         return reference.layer_norm_channels(x, weight, bias, eps, subtract_mean)
-    return ops.layer_norm_channels(x if is_dense(x) else dense_like(x, x), weight, bias, eps, subtract_mean)
+    x = x if is_dense(x) else dense_like(x, x)
+    return ops.layer_norm_channels(x, like(weight, x), like(bias, x), eps, subtract_mean)
 
 
 class WithBiasLayerNorm(nn.Module):

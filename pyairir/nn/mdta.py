@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pyairir import ops, reference
+from pyairir.nn.fast import like
 
 
 class MDTA(nn.Module):
@@ -32,8 +33,11 @@ class MDTA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) -> (B, C, H, W)."""
         q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
-        attend = ops.mdta if self.fast else reference.mdta
-        return self.project_out(attend(q, k, v, self.temperature, self.num_heads))
+        if self.fast:
+            x = ops.mdta(q, k, v, like(self.temperature, q), self.num_heads)
+        else:
+            x = reference.mdta(q, k, v, self.temperature, self.num_heads)
+        return self.project_out(x)
 
 
 Attention = MDTA  # the official class name

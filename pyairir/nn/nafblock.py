@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pyairir import ops
+from pyairir.nn.fast import like
 from pyairir.nn.layer_norm import LayerNorm2d
 
 
@@ -54,7 +55,7 @@ class NAFBlock(nn.Module):
         """(B, c, H, W) -> (B, c, H, W). fast=True fuses conv2 and the first SimpleGate in one op."""
         x = self.conv1(self.norm1(inp))
         if self.fast:
-            x = ops.gated_gelu(x, self.conv2.weight, self.conv2.bias, False)
+            x = ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
         else:
             x = self.sg(self.conv2(x))
         x = self.dropout1(self.conv3(x * self.sca(x)))

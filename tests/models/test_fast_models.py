@@ -72,3 +72,25 @@ def test_torch_compile_fullgraph():
     x.requires_grad_()
     compiled(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def bfloat16_error(model, x, reference, autocast):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = model(x if autocast else x.bfloat16())
+    return (out.float() - reference).abs().max().item()
+
+
+@pytest.mark.parametrize("name", ["restormer", "promptir", "nafnet_sidd_w32"])
+def test_bfloat16_paths(name):
+    """The fast model in bf16 (weights cast, or fp32 weights under torch.autocast) errs against the
+    fp32 model by at most twice what the eager model does in the same mode (plus a bf16 ulp)."""
+    eager, fast = (m.float() for m in pair(name))
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = eager(x)
+    ulp = reference.abs().max().item() * 2 ** -8
+    for_autocast = bfloat16_error(fast, x, reference, autocast=True), bfloat16_error(eager, x, reference, True)
+    assert for_autocast[0] <= 2 * for_autocast[1] + ulp, for_autocast
+    cast = bfloat16_error(pyairir.nn.set_fast(fast.bfloat16()), x, reference, autocast=False)
+    eager_cast = bfloat16_error(eager.bfloat16(), x, reference, autocast=False)
+    assert cast <= 2 * eager_cast + ulp, (cast, eager_cast)

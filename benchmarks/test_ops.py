@@ -1,0 +1,98 @@
+"""The fused ops against the eager computations they replace, at the sizes of a 3x256x256 image's
+first level (96 channels, as in PromptIR's and Restormer's decoder level 1 and refinement)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pyairir import ops, reference
+
+SIZE = 256
+
+
+def official_layer_norm(x, weight, bias):
+    """Restormer's WithBias_LayerNorm as the official code runs it: to (B, HW, C) tokens and back."""
+    b, c, h, w = x.shape
+    tokens = x.flatten(2).transpose(1, 2)
+    mu = tokens.mean(-1, keepdim=True)
+    sigma = tokens.var(-1, keepdim=True, unbiased=False)
+    tokens = (tokens - mu) / torch.sqrt(sigma + 1e-5) * weight + bias
+    return tokens.transpose(1, 2).reshape(b, c, h, w)
+
+
+def image(channels, channels_last=False, seed=0):
+    x = torch.randn(1, channels, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@pytest.mark.parametrize("variant", ["official", "op NCHW", "op channels_last"])
+def test_layer_norm(measure, variant):
+    x = image(96, channels_last=variant.endswith("channels_last"))
+    weight, bias = torch.randn(96), torch.randn(96)
+    if variant == "official":
+        fn = lambda: official_layer_norm(x, weight, bias)  # noqa: E731
+    else:
+        fn = lambda: ops.layer_norm_channels(x, weight, bias, 1e-5, True)  # noqa: E731
+    with torch.no_grad():
+        measure("layer_norm", variant, fn, rounds=20)
+
+
+def qkv(channels_last: bool, requires_grad: bool = False):
+    x = image(3 * 96, channels_last)
+    return x.requires_grad_(requires_grad)
+
+
+@pytest.mark.parametrize("variant", ["eager", "op NCHW", "op channels_last"])
+def test_mdta_forward(measure, variant):
+    q, k, v = qkv(variant.endswith("channels_last")).chunk(3, dim=1)
+    t = torch.ones(1, 1, 1)
+    attend = reference.mdta if variant == "eager" else ops.mdta
+    with torch.no_grad():
+        measure("mdta forward", variant, lambda: attend(q, k, v, t, 1), rounds=10)
+
+
+@pytest.mark.parametrize("variant", ["eager", "op NCHW", "op channels_last"])
+def test_mdta_forward_backward(measure, variant):
+    """q, k, v as three leaves, so that the time is the attention's, not that of re-assembling
+    a qkv gradient (a copy both variants would pay alike)."""
+    q, k, v = (t.clone().requires_grad_() for t in qkv(variant.endswith("channels_last")).chunk(3, dim=1))
+    t = torch.ones(1, 1, 1, requires_grad=True)
+    attend = reference.mdta if variant == "eager" else ops.mdta
+
+    def step():
+        for leaf in (q, k, v, t):
+            leaf.grad = None
+        out = attend(q, k, v, t, 1)
+        out.backward(torch.ones_like(out))
+
+    measure("mdta forward+backward", variant, step, rounds=5)
+
+
+def gdfn_inputs(requires_grad=False):
+    x = image(510, channels_last=True).requires_grad_(requires_grad)
+    weight = (torch.randn(510, 1, 3, 3) / 3).requires_grad_(requires_grad)
+    return x, weight
+
+
+@pytest.mark.parametrize("variant", ["eager", "op channels_last"])
+def test_gated_gelu_forward(measure, variant):
+    x, weight = gdfn_inputs()
+    if variant == "eager":
+        fn = lambda: reference.gated_gelu(x, weight, None, True)  # noqa: E731
+    else:
+        fn = lambda: ops.gated_gelu(x, weight, None, True)  # noqa: E731
+    with torch.no_grad():
+        measure("gated_gelu forward", variant, fn, rounds=10)
+
+
+@pytest.mark.parametrize("variant", ["eager", "op channels_last"])
+def test_gated_gelu_forward_backward(measure, variant):
+    x, weight = gdfn_inputs(requires_grad=True)
+    gate = reference.gated_gelu if variant == "eager" else ops.gated_gelu
+
+    def step():
+        out = gate(x, weight, None, True)
+        out.backward(torch.ones_like(out))
+
+    measure("gated_gelu forward+backward", variant, step, rounds=5)

@@ -5,6 +5,7 @@ written to .benchmarks/ratios.json next to pytest-benchmark's own data.
     pytest benchmarks/                         # everything (about 15 minutes on 2 cores)
     pytest benchmarks/ -k "ops"                # the op benchmarks only
     pytest benchmarks/ --benchmark-json=b.json # plus pytest-benchmark's full JSON
+    pytest benchmarks/ --reuse-freed-memory    # every variant with pyairir.runtime.reuse_freed_memory()
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
-# Report torch.compile's cold compile time, not a cache hit from an earlier run.
+import pyairir
+
+# Report torch.compile's cold compile time (as a first-time user sees it), not a cache hit
+# from an earlier run: a fresh inductor cache for the session.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="pyairir-benchmarks-inductor-"))
 os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
 
 # (group, variant) -> median seconds; (group, variant + " compile") -> first-call seconds.
@@ -50,6 +55,16 @@ TARGETS = [
     ("NAFNet-SIDD-w32 fast fp32 vs eager fp32, 3x256x256", "nafnet inference", "eager fp32", "fast fp32", None),
     ("PromptIR training step (fwd+bwd, 2x3x128x128) fast vs eager", "promptir training step", "eager", "fast", 1.8),
 ]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--reuse-freed-memory", action="store_true",
+                     help="run every variant with pyairir.runtime.reuse_freed_memory()")
+
+
+def pytest_configure(config):
+    if config.getoption("--reuse-freed-memory") and not pyairir.runtime.reuse_freed_memory():
+        raise pytest.UsageError("--reuse-freed-memory: not supported here (needs Linux with glibc)")
 
 
 @pytest.fixture
@@ -89,8 +104,9 @@ def pytest_terminal_summary(terminalreporter):
         return
     write = terminalreporter.write_line
     write("")
+    reuse = terminalreporter.config.getoption("--reuse-freed-memory")
     write(f"pyairir speed ratios (one run; {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{platform.processor() or platform.machine()})")
+          f"{platform.processor() or platform.machine()}, freed memory {'reused' if reuse else 'returned (default)'})")
     write(f"{'claim':<66} {'slower':>9} {'faster':>9} {'ratio':>7} {'target':>7}")
     for what, slow, fast, ratio, target in rows:
         verdict = "" if target is None else (" met" if ratio >= target else " MISSED")
@@ -99,12 +115,13 @@ def pytest_terminal_summary(terminalreporter):
     compiles = {k: v for k, v in RESULTS.items() if k[1].endswith(" compile")}
     for (group, variant), seconds in sorted(compiles.items()):
         write(f"  {group}: {variant} time (first call) {seconds:.1f} s")
-    _write_json(rows, compiles)
+    _write_json(rows, compiles, reuse)
 
 
-def _write_json(rows, compiles) -> None:
+def _write_json(rows, compiles, reuse: bool) -> None:
     data = {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "reuse_freed_memory": reuse,
         "medians_seconds": {f"{g} | {v}": t for (g, v), t in RESULTS.items()},
         "ratios": [{"claim": w, "slower_s": s, "faster_s": f, "ratio": r, "target": t} for w, s, f, r, t in rows],
         "compile_seconds": {f"{g} | {v}": t for (g, v), t in compiles.items()},

@@ -19,8 +19,9 @@ def render(data: dict) -> str:
         "# Benchmarks",
         "",
         "Written by `python -m benchmarks.report` from the ratios `pytest benchmarks/` measured in one run "
-        f"(torch {data['torch']}, {data['threads']} threads, {data['machine']}). Times are medians; a ratio is "
-        "slower / faster.",
+        f"(torch {data['torch']}, {data['threads']} threads, {data['machine']}, "
+        f"{'with' if data['reuse_freed_memory'] else 'without'} `pyairir.runtime.reuse_freed_memory()`). "
+        "Times are medians; a ratio is slower / faster.",
         "",
         "| claim | slower | faster | ratio | target |",
         "|---|---:|---:|---:|---:|",

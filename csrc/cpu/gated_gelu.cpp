@@ -214,6 +214,11 @@ void backward_channels_last_task(const scalar_t* grad_out, const scalar_t* x, co
           continue;
         }
         const Neighbours nb(g, b, y, xx);
+        const A* neighbour_lines[kTaps];  // each neighbour's dz in the line buffer
+        for (int j = 0; j < nb.n; ++j) {
+          const int64_t row = nb.pixel[j] / g.W - b * g.H, column = nb.pixel[j] % g.W;
+          neighbour_lines[j] = lines.data() + ((row - r0) * g.W + column) * 2 * kChannelBlock;
+        }
         for (int half = 0; half < 2; ++half) {
           const int64_t c = half * h + c0, line = half * kChannelBlock;
           vec_for<A>(cn, [&](int64_t i, int64_t k) {
@@ -222,8 +227,7 @@ void backward_channels_last_task(const scalar_t* grad_out, const scalar_t* x, co
             Vec<A> gx(A(0));
             for (int j = 0; j < nb.n; ++j) {
               // the neighbour's dz, through the flipped tap, reaches p; x(neighbour) dz(p) is tap's gradient
-              const int64_t sy = nb.pixel[j] / g.W % g.H, sx = nb.pixel[j] % g.W;
-              const A* dn = lines.data() + ((sy - r0) * g.W + sx) * 2 * kChannelBlock + line;
+              const A* dn = neighbour_lines[j] + line;
               gx = at::vec::fmadd(load(dn + i, k), load(f.flipped.data() + nb.tap[j] * g.C2 + c + i, k), gx);
               A* dw = partial + nb.tap[j] * g.C2 + c + i;
               at::vec::fmadd(load_acc(x + nb.pixel[j] * g.C2 + c + i, k), dz, load(dw, k)).store(dw, k);

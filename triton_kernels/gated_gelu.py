@@ -48,6 +48,23 @@ def _preactivation(X, base, channels, c_mask, py, px, p_mask, H, W, stride_c, st
 
 
 @triton.jit
+def _gate_inputs(X, Wt, Bias, Ch, H, W, stride_b, stride_c, stride_p,
+                 HAS_CONV: tl.constexpr, HAS_BIAS: tl.constexpr, ACC: tl.constexpr,
+                 BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """This program's tile: image b, its pixels and channels (of the first half), and z1, z2."""
+    b = tl.program_id(2).to(tl.int64)
+    pixels, py, px, p_mask = _pixels(H * W, W, BLOCK_P)
+    channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = channels < Ch
+    base = b * stride_b
+    z1 = _preactivation(X, base, channels, c_mask, py, px, p_mask, H, W, stride_c, stride_p, Wt, Bias,
+                        HAS_CONV, HAS_BIAS, ACC, BLOCK_C, BLOCK_P)
+    z2 = _preactivation(X, base, channels + Ch, c_mask, py, px, p_mask, H, W, stride_c, stride_p, Wt, Bias,
+                        HAS_CONV, HAS_BIAS, ACC, BLOCK_C, BLOCK_P)
+    return b, pixels, channels, c_mask[:, None] & p_mask[None, :], z1, z2
+
+
+@triton.jit
 def _cdf(a):
     return 0.5 * (1.0 + tl.erf(a * 0.7071067811865476))
 
@@ -58,19 +75,13 @@ def _forward_kernel(
     HAS_CONV: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr, ACC: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    b = tl.program_id(2).to(tl.int64)
-    pixels, py, px, p_mask = _pixels(H * W, W, BLOCK_P)
-    channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = channels < Ch
-    base = b * stride_b
-    z1 = _preactivation(X, base, channels, c_mask, py, px, p_mask, H, W, stride_c, stride_p, Wt, Bias,
-                        HAS_CONV, HAS_BIAS, ACC, BLOCK_C, BLOCK_P)
-    z2 = _preactivation(X, base, channels + Ch, c_mask, py, px, p_mask, H, W, stride_c, stride_p, Wt, Bias,
-                        HAS_CONV, HAS_BIAS, ACC, BLOCK_C, BLOCK_P)
+    b, pixels, channels, mask, z1, z2 = _gate_inputs(X, Wt, Bias, Ch, H, W, stride_b, stride_c, stride_p,
+                                                     HAS_CONV, HAS_BIAS, ACC, BLOCK_C, BLOCK_P)
     if GELU:
         z1 = z1 * _cdf(z1)
-    offsets = b * out_stride_b + channels[:, None].to(tl.int64) * out_stride_c + pixels[None, :].to(tl.int64) * out_stride_p
-    tl.store(Y + offsets, (z1 * z2).to(Y.dtype.element_ty), mask=c_mask[:, None] & p_mask[None, :])
+    offsets = (b * out_stride_b + channels[:, None].to(tl.int64) * out_stride_c
+               + pixels[None, :].to(tl.int64) * out_stride_p)
+    tl.store(Y + offsets, (z1 * z2).to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -80,16 +91,9 @@ def _gate_gradient_kernel(
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     """dz = [dy z2 act'(z1), dy act(z1)], written in x's layout (strides of x)."""
-    b = tl.program_id(2).to(tl.int64)
-    pixels, py, px, p_mask = _pixels(H * W, W, BLOCK_P)
-    channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = channels < Ch
-    mask = c_mask[:, None] & p_mask[None, :]
+    b, pixels, channels, mask, z1, z2 = _gate_inputs(X, Wt, Bias, Ch, H, W, stride_b, stride_c, stride_p,
+                                                     HAS_CONV, HAS_BIAS, ACC, BLOCK_C, BLOCK_P)
     base = b * stride_b
-    z1 = _preactivation(X, base, channels, c_mask, py, px, p_mask, H, W, stride_c, stride_p, Wt, Bias,
-                        HAS_CONV, HAS_BIAS, ACC, BLOCK_C, BLOCK_P)
-    z2 = _preactivation(X, base, channels + Ch, c_mask, py, px, p_mask, H, W, stride_c, stride_p, Wt, Bias,
-                        HAS_CONV, HAS_BIAS, ACC, BLOCK_C, BLOCK_P)
     g_offsets = b * out_stride_b + channels[:, None].to(tl.int64) * out_stride_c + pixels[None, :].to(tl.int64) * out_stride_p
     dy = tl.load(G + g_offsets, mask=mask, other=0.0).to(ACC)
     if GELU:

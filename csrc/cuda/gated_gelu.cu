@@ -52,17 +52,27 @@ __device__ A preactivation(const T* x, const T* w, const T* bias, const Geometry
 template <typename A>
 __device__ A cdf(A a) { return A(0.5) * (A(1) + erf(a * A(0.70710678118654752440))); }
 
+// The output element this thread owns, (b, c < C2 / 2, p), and its gate inputs z1, z2;
+// false for threads past the end.
+template <typename T, typename A>
+__device__ bool gate_inputs(const T* x, const T* w, const T* bias, const Geometry& g, int64_t& b, int64_t& c,
+                            int64_t& p, A& z1, A& z2) {
+  const int64_t h = g.C2 / 2;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= g.B * h * g.P()) return false;
+  g.decompose(i, h, b, c, p);
+  z1 = preactivation<T, A>(x, w, bias, g, b, c, p);
+  z2 = preactivation<T, A>(x, w, bias, g, b, c + h, p);
+  return true;
+}
+
 template <typename T>
 __global__ void forward_kernel(const T* x, const T* w, const T* bias, T* out, Geometry g) {
   using A = typename Accumulate<T>::type;
-  const int64_t h = g.C2 / 2;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= g.B * h * g.P()) return;
   int64_t b, c, p;
-  g.decompose(i, h, b, c, p);
-  const A z1 = preactivation<T, A>(x, w, bias, g, b, c, p);
-  const A z2 = preactivation<T, A>(x, w, bias, g, b, c + h, p);
-  out[g.offset(b, c, p, h)] = from_acc<T>((g.gelu ? z1 * cdf(z1) : z1) * z2);
+  A z1, z2;
+  if (!gate_inputs(x, w, bias, g, b, c, p, z1, z2)) return;
+  out[g.offset(b, c, p, g.C2 / 2)] = from_acc<T>((g.gelu ? z1 * cdf(z1) : z1) * z2);
 }
 
 template <typename T>
@@ -70,12 +80,9 @@ __global__ void gate_gradient_kernel(const T* grad_out, const T* x, const T* w, 
                                      typename Accumulate<T>::type* dz, Geometry g) {
   using A = typename Accumulate<T>::type;
   const int64_t h = g.C2 / 2;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= g.B * h * g.P()) return;
   int64_t b, c, p;
-  g.decompose(i, h, b, c, p);
-  const A z1 = preactivation<T, A>(x, w, bias, g, b, c, p);
-  const A z2 = preactivation<T, A>(x, w, bias, g, b, c + h, p);
+  A z1, z2;
+  if (!gate_inputs(x, w, bias, g, b, c, p, z1, z2)) return;
   const A dy = to_acc(grad_out[g.offset(b, c, p, h)]);
   A act = z1, derivative = A(1);
   if (g.gelu) {

@@ -42,3 +42,20 @@ def assert_bfloat16_rule(fn, reference, tensors, rest, grad_out):
 
 def layout_id(x: torch.Tensor) -> str:
     return "nchw" if x.is_contiguous() else "cl"
+
+
+def assert_same_for_any_thread_count(compute):
+    """compute() returns a tensor or a tuple of tensors that must be bitwise identical run on 1 and
+    on 2 threads (the kernels split their reductions by shape, never by thread)."""
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 1):
+            torch.set_num_threads(n)
+            result = compute()
+            results.append(result if isinstance(result, (tuple, list)) else (result,))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)

@@ -9,7 +9,8 @@ import torch
 
 from pyairir import reference
 from pyairir.ops import gated_gelu
-from tests.ops.helpers import assert_all_close, assert_bfloat16_rule, layout_id, run
+from tests.ops.helpers import (assert_all_close, assert_bfloat16_rule, assert_same_for_any_thread_count,
+                               layout_id, run)
 
 # (dtype, atol, rtol) against the float64 reference. float64: summation order of the
 # nine taps and erf's last bits. float32: the same in single precision, plus at::vec's
@@ -109,17 +110,7 @@ def test_backward_is_deterministic_across_thread_counts():
     x, weight, bias, gelu = CASES[0]
     x, weight, bias = x.float().repeat(2, 1, 4, 3), weight.float(), bias.float()
     grad = grad_for(x).float()
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for n in (1, 2, 1):
-            torch.set_num_threads(n)
-            results.append(torch.ops.pyairir.gated_gelu_backward(grad, x, weight, bias, gelu))
-    finally:
-        torch.set_num_threads(threads)
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            assert torch.equal(a, b)
+    assert_same_for_any_thread_count(lambda: torch.ops.pyairir.gated_gelu_backward(grad, x, weight, bias, gelu))
 
 
 X = torch.randn(1, 4, 3, 3)

@@ -10,7 +10,8 @@ import torch
 import pyairir
 from pyairir import reference
 from pyairir.ops import layer_norm_channels, use_backend
-from tests.ops.helpers import assert_all_close, assert_bfloat16_rule, layout_id, run
+from tests.ops.helpers import (assert_all_close, assert_bfloat16_rule, assert_same_for_any_thread_count,
+                               layout_id, run)
 
 EPS = 1e-5
 
@@ -112,17 +113,8 @@ def test_backward_is_deterministic_across_thread_counts():
     x, weight, bias, subtract_mean = CASES[0]
     x = x.repeat(4, 1, 3, 3).float()  # enough pixels for many tasks
     grad_out = torch.randn_like(x)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for n in (1, 2, 1):
-            torch.set_num_threads(n)
-            results.append(torch.ops.pyairir.layer_norm_channels_backward(grad_out, x, weight.float(), EPS, True))
-    finally:
-        torch.set_num_threads(threads)
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            assert torch.equal(a, b)
+    assert_same_for_any_thread_count(
+        lambda: torch.ops.pyairir.layer_norm_channels_backward(grad_out, x, weight.float(), EPS, True))
 
 
 def test_python_entry_follows_backend():

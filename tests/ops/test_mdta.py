@@ -9,7 +9,7 @@ import torch
 
 from pyairir import reference
 from pyairir.ops import mdta
-from tests.ops.helpers import assert_all_close, assert_bfloat16_rule, run
+from tests.ops.helpers import assert_all_close, assert_bfloat16_rule, assert_same_for_any_thread_count, run
 
 # (dtype, atol, rtol) against the float64 reference. float64: summation order of the
 # N-pixel Gram and output products (chunked here, one bmm there). float32: the same in
@@ -130,17 +130,7 @@ def test_triton_kernel_bfloat16():
 def test_deterministic_across_thread_counts():
     q, k, v, temperature, heads, _ = CASES[-1]  # two chunks
     tensors = [t.float() for t in (q, k, v, temperature)]
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for n in (1, 2, 1):
-            torch.set_num_threads(n)
-            results.append(run(first(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q)))
-    finally:
-        torch.set_num_threads(threads)
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            assert torch.equal(a, b)
+    assert_same_for_any_thread_count(lambda: run(first(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q)))
 
 
 Q = torch.randn(1, 8, 3, 3)

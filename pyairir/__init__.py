@@ -10,9 +10,9 @@
 
 __version__ = "0.1.0"
 
-from pyairir import eval, models, nn, ops, reference, runtime  # noqa: E402,A004
+from pyairir import eval, models, nn, ops, paradigms, reference, runtime  # noqa: E402,A004
 from pyairir.accelerate import AccelerateReport, accelerate  # noqa: E402
 from pyairir.models import CheckpointError, create_model, list_models, load_checkpoint  # noqa: E402
 
 __all__ = ["AccelerateReport", "CheckpointError", "accelerate", "create_model", "eval", "list_models",
-           "load_checkpoint", "models", "nn", "ops", "reference", "runtime", "__version__"]
+           "load_checkpoint", "models", "nn", "ops", "paradigms", "reference", "runtime", "__version__"]

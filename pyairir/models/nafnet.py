@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyairir.models.checks import check_model_input
+from pyairir.models.protocol import Encoded, Inject, no_injection
 from pyairir.nn import LocalAvgPool2d, NAFBlock
 
 
@@ -29,7 +30,7 @@ class NAFNet(nn.Module):
     def __init__(self, img_channel: int = 3, width: int = 16, middle_blk_num: int = 1,
                  enc_blk_nums: tuple[int, ...] = (), dec_blk_nums: tuple[int, ...] = ()) -> None:
         super().__init__()
-        self.img_channel = img_channel
+        self.img_channel, self.width = img_channel, width
         self.intro = nn.Conv2d(img_channel, width, kernel_size=3, padding=1, bias=True)
         self.ending = nn.Conv2d(width, img_channel, kernel_size=3, padding=1, bias=True)
         self.encoders = nn.ModuleList()
@@ -49,21 +50,42 @@ class NAFNet(nn.Module):
             self.decoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
         self.padder_size = 2 ** len(self.encoders)
 
-    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+    def level_channels(self) -> dict[str, int]:
+        channels = {f"level{i + 1}": self.width * 2 ** i for i in range(len(self.encoders))}
+        return {**channels, "latent": self.width * 2 ** len(self.encoders)}
+
+    def stage_channels(self) -> dict[str, int]:
+        levels = len(self.encoders)
+        stages = {"latent": self.width * 2 ** levels}
+        for i in range(len(self.decoders)):
+            stages[f"level{levels - i}"] = self.width * 2 ** (levels - 1 - i)
+        return stages
+
+    def encode(self, inp: torch.Tensor) -> Encoded:
         check_model_input(inp, type(self).__name__, self.img_channel)
-        h, w = inp.shape[-2:]
+        size = tuple(inp.shape[-2:])
         inp = self.check_image_size(inp)
         x = self.intro(inp)
-        skips = []
-        for encoder, down in zip(self.encoders, self.downs):
+        levels = {}
+        for i, (encoder, down) in enumerate(zip(self.encoders, self.downs)):
             x = encoder(x)
-            skips.append(x)
+            levels[f"level{i + 1}"] = x
             x = down(x)
-        x = self.middle_blks(x)
-        for decoder, up, skip in zip(self.decoders, self.ups, reversed(skips)):
-            x = decoder(up(x) + skip)
-        x = self.ending(x) + inp
+        levels["latent"] = self.middle_blks(x)
+        return Encoded(levels, inp, size)
+
+    def decode(self, encoded: Encoded, inject: Inject = no_injection) -> torch.Tensor:
+        depth = len(self.encoders)
+        x = inject("latent", encoded.levels["latent"])
+        for i, (decoder, up) in enumerate(zip(self.decoders, self.ups)):
+            level = f"level{depth - i}"
+            x = inject(level, decoder(up(x) + encoded.levels[level]))
+        x = self.ending(x) + encoded.image
+        h, w = encoded.size
         return x[:, :, :h, :w]
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(inp))
 
     def check_image_size(self, x: torch.Tensor) -> torch.Tensor:
         """Zero-pads x (B, C, H, W) right and bottom to multiples of padder_size."""

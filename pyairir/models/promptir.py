@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from pyairir.models.checks import check_model_input
+from pyairir.models.protocol import Encoded, Inject, no_injection
 from pyairir.models.restormer import transformer_stage
 from pyairir.nn import Downsample, OverlapPatchEmbed, PromptGenBlock, TransformerBlock, Upsample
 
@@ -55,7 +56,7 @@ class PromptIR(nn.Module):
         decoder: bool = False,
     ) -> None:
         super().__init__()
-        self.inp_channels = inp_channels
+        self.inp_channels, self.dim = inp_channels, dim
         self.decoder = decoder
         p1, p2, p3 = PROMPT_DIMS
 
@@ -108,8 +109,17 @@ class PromptIR(nn.Module):
         self.refinement = stage(num_refinement_blocks, dim * 2, heads[0])
         self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
 
-    def forward(self, inp_img: torch.Tensor, noise_emb: torch.Tensor | None = None) -> torch.Tensor:
-        """noise_emb is accepted and ignored, as in the official code."""
+    # The six 1x1 convs the official forward never uses (kept for checkpoint compatibility).
+    unused_modules = ("chnl_reduce1", "chnl_reduce2", "chnl_reduce3", "reduce_noise_channel_1",
+                      "reduce_noise_channel_2", "reduce_noise_channel_3")
+
+    def level_channels(self) -> dict[str, int]:
+        return {"level1": self.dim, "level2": self.dim * 2, "level3": self.dim * 4, "latent": self.dim * 8}
+
+    def stage_channels(self) -> dict[str, int]:
+        return {"latent": self.dim * 8, "level3": self.dim * 4, "level2": self.dim * 2, "level1": self.dim * 2}
+
+    def encode(self, inp_img: torch.Tensor) -> Encoded:
         check_model_input(inp_img, type(self).__name__, self.inp_channels, self.size_multiple)
         if not self.decoder:
             raise ValueError(
@@ -120,16 +130,26 @@ class PromptIR(nn.Module):
         out_enc_level2 = self.encoder_level2(self.down1_2(out_enc_level1))
         out_enc_level3 = self.encoder_level3(self.down2_3(out_enc_level2))
         latent = self.latent(self.down3_4(out_enc_level3))
+        levels = {"level1": out_enc_level1, "level2": out_enc_level2, "level3": out_enc_level3, "latent": latent}
+        return Encoded(levels, inp_img, tuple(inp_img.shape[-2:]))
 
-        latent = self.reduce_noise_level3(self.noise_level3(torch.cat([latent, self.prompt3(latent)], 1)))
-        x = self.reduce_chan_level3(torch.cat([self.up4_3(latent), out_enc_level3], 1))
-        x = self.decoder_level3(x)
+    def decode(self, encoded: Encoded, inject: Inject = no_injection) -> torch.Tensor:
+        """The decoder; at each of the three deepest stages, inject() runs before the prompt."""
+        f = encoded.levels
+        x = inject("latent", f["latent"])
+        x = self.reduce_noise_level3(self.noise_level3(torch.cat([x, self.prompt3(x)], 1)))
+        x = self.reduce_chan_level3(torch.cat([self.up4_3(x), f["level3"]], 1))
+        x = inject("level3", self.decoder_level3(x))
         x = self.reduce_noise_level2(self.noise_level2(torch.cat([x, self.prompt2(x)], 1)))
-        x = self.reduce_chan_level2(torch.cat([self.up3_2(x), out_enc_level2], 1))
-        x = self.decoder_level2(x)
+        x = self.reduce_chan_level2(torch.cat([self.up3_2(x), f["level2"]], 1))
+        x = inject("level2", self.decoder_level2(x))
         x = self.reduce_noise_level1(self.noise_level1(torch.cat([x, self.prompt1(x)], 1)))
-        x = self.decoder_level1(torch.cat([self.up2_1(x), out_enc_level1], 1))
-        return self.output(self.refinement(x)) + inp_img
+        x = inject("level1", self.decoder_level1(torch.cat([self.up2_1(x), f["level1"]], 1)))
+        return self.output(self.refinement(x)) + encoded.image
+
+    def forward(self, inp_img: torch.Tensor, noise_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """noise_emb is accepted and ignored, as in the official code."""
+        return self.decode(self.encode(inp_img))
 
     @staticmethod
     def checkpoint_filter(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

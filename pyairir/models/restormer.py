@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from pyairir.models.checks import check_model_input
+from pyairir.models.protocol import Encoded, Inject, no_injection
 from pyairir.nn import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample
 
 
@@ -43,7 +44,7 @@ class Restormer(nn.Module):
         dual_pixel_task: bool = False,
     ) -> None:
         super().__init__()
-        self.inp_channels = inp_channels
+        self.inp_channels, self.dim = inp_channels, dim
 
         def stage(n: int, channels: int, level_heads: int) -> nn.Sequential:
             return transformer_stage(n, channels, level_heads, ffn_expansion_factor, bias, LayerNorm_type)
@@ -70,20 +71,35 @@ class Restormer(nn.Module):
             self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
         self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
 
-    def forward(self, inp_img: torch.Tensor) -> torch.Tensor:
+    def level_channels(self) -> dict[str, int]:
+        return {"level1": self.dim, "level2": self.dim * 2, "level3": self.dim * 4, "latent": self.dim * 8}
+
+    def stage_channels(self) -> dict[str, int]:
+        return {"latent": self.dim * 8, "level3": self.dim * 4, "level2": self.dim * 2, "level1": self.dim * 2}
+
+    def encode(self, inp_img: torch.Tensor) -> Encoded:
         check_model_input(inp_img, type(self).__name__, self.inp_channels, self.size_multiple)
         inp_enc_level1 = self.patch_embed(inp_img)
         out_enc_level1 = self.encoder_level1(inp_enc_level1)
         out_enc_level2 = self.encoder_level2(self.down1_2(out_enc_level1))
         out_enc_level3 = self.encoder_level3(self.down2_3(out_enc_level2))
         latent = self.latent(self.down3_4(out_enc_level3))
+        levels = {"level1": out_enc_level1, "level2": out_enc_level2, "level3": out_enc_level3, "latent": latent}
+        extras = {"embedding": inp_enc_level1} if self.dual_pixel_task else None
+        return Encoded(levels, inp_img, tuple(inp_img.shape[-2:]), extras)
 
-        x = self.reduce_chan_level3(torch.cat([self.up4_3(latent), out_enc_level3], 1))
-        x = self.decoder_level3(x)
-        x = self.reduce_chan_level2(torch.cat([self.up3_2(x), out_enc_level2], 1))
-        x = self.decoder_level2(x)
-        x = self.decoder_level1(torch.cat([self.up2_1(x), out_enc_level1], 1))
+    def decode(self, encoded: Encoded, inject: Inject = no_injection) -> torch.Tensor:
+        f = encoded.levels
+        x = inject("latent", f["latent"])
+        x = self.reduce_chan_level3(torch.cat([self.up4_3(x), f["level3"]], 1))
+        x = inject("level3", self.decoder_level3(x))
+        x = self.reduce_chan_level2(torch.cat([self.up3_2(x), f["level2"]], 1))
+        x = inject("level2", self.decoder_level2(x))
+        x = inject("level1", self.decoder_level1(torch.cat([self.up2_1(x), f["level1"]], 1)))
         x = self.refinement(x)
         if self.dual_pixel_task:
-            return self.output(x + self.skip_conv(inp_enc_level1))
-        return self.output(x) + inp_img
+            return self.output(x + self.skip_conv(encoded.extras["embedding"]))
+        return self.output(x) + encoded.image
+
+    def forward(self, inp_img: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(inp_img))

@@ -1,5 +1,6 @@
 """Modules, one per paper concept. Parameter names and shapes follow the official code."""
 
+from pyairir.nn.degradation import DegradationAwareBlock, DegradationPredictor, PrivilegedEstimator
 from pyairir.nn.fast import set_fast
 from pyairir.nn.gdfn import GDFN, FeedForward
 from pyairir.nn.layer_norm import BiasFreeLayerNorm, LayerNorm, LayerNorm2d, WithBiasLayerNorm
@@ -7,11 +8,14 @@ from pyairir.nn.local_avg_pool import LocalAvgPool2d
 from pyairir.nn.mdta import MDTA, Attention
 from pyairir.nn.nafblock import NAFBlock, SimpleGate
 from pyairir.nn.prompt import PromptGenBlock
+from pyairir.nn.proxy_fusion import CrossAttention, DualGateFeedForward, ProxyFusionBlock
 from pyairir.nn.resampling import Downsample, OverlapPatchEmbed, Upsample
+from pyairir.nn.sparse_prompt import SparsePromptModule
 from pyairir.nn.transformer_block import TransformerBlock
 
 __all__ = [
-    "Attention", "BiasFreeLayerNorm", "Downsample", "FeedForward", "GDFN", "LayerNorm", "LayerNorm2d",
-    "LocalAvgPool2d", "MDTA", "NAFBlock", "OverlapPatchEmbed", "PromptGenBlock", "SimpleGate",
-    "TransformerBlock", "Upsample", "WithBiasLayerNorm", "set_fast",
+    "Attention", "BiasFreeLayerNorm", "CrossAttention", "DegradationAwareBlock", "DegradationPredictor",
+    "Downsample", "DualGateFeedForward", "FeedForward", "GDFN", "LayerNorm", "LayerNorm2d", "LocalAvgPool2d",
+    "MDTA", "NAFBlock", "OverlapPatchEmbed", "PrivilegedEstimator", "PromptGenBlock", "ProxyFusionBlock",
+    "SimpleGate", "SparsePromptModule", "TransformerBlock", "Upsample", "WithBiasLayerNorm", "set_fast",
 ]

@@ -1,0 +1,128 @@
+"""SIPL: the official PromptIR_ProxyFusion structure and outputs, and the paradigm on every backbone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import pyairir
+from pyairir.models.complexity import count
+from pyairir.paradigms import SIPL
+from tests.models.deterministic_weights import fill_deterministic
+from tests.paradigms.common import BACKBONES, backbone, batch, train
+
+DATA = Path(__file__).parent / "data"
+# Keys and shapes of the official classes (Aitical/SIPL @bd8b7ad PromptIR_ProxyFusion(decoder=True),
+# Aitical/CPLIR @801b4ff SparsePromptIR(decoder=True)), and float64 outputs of their shallow
+# configuration (num_blocks [1, 1, 1, 1], one refinement block) with deterministic weights.
+MANIFEST = json.loads((DATA / "official_state_dicts.json").read_text())
+SHALLOW = dict(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)
+
+
+def test_state_dict_is_the_official_one():
+    with torch.device("meta"):
+        model = SIPL(pyairir.create_model("promptir"))
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert ours == dict(MANIFEST["sipl_promptir"])
+    assert sum(p.numel() for p in model.parameters()) == 40_028_562
+
+
+def test_official_state_dict_loads_strict(tmp_path):
+    source = fill_deterministic(SIPL(pyairir.create_model("promptir", **SHALLOW)))
+    official_layout = dict(source.state_dict())
+    target = SIPL(pyairir.create_model("promptir", **SHALLOW))
+    target.load_state_dict(official_layout, strict=True)
+    path = tmp_path / "sipl.pth"
+    torch.save({"params": official_layout}, path)  # the BasicSR format SIPL's code saves
+    pyairir.load_checkpoint(SIPL(pyairir.create_model("promptir", **SHALLOW)), path)
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in official_layout.items())
+
+
+@pytest.mark.parametrize("guided", [False, True], ids=["unguided", "guided"])
+def test_outputs_equal_official(guided):
+    expected = load_file(DATA / "official_outputs.safetensors")
+    model = fill_deterministic(SIPL(pyairir.create_model("promptir", **SHALLOW)).double()).eval()
+    with torch.no_grad():
+        privileged = None
+        if guided:  # the official privileged features: the encoder features of another image
+            levels = model.backbone.encode(expected["privileged_image"]).levels
+            privileged = {stage: levels[stage] for stage in model.stages}
+        out = model(expected["input"], privileged)
+    reference = expected["sipl_guided" if guided else "sipl_unguided"]
+    torch.testing.assert_close(out, reference, atol=1e-12 * reference.abs().max().item(), rtol=1e-12)
+
+
+def test_counts_against_table_9():
+    """Parameters and MACs at 3x256x256 (meta device); SIPL Table 9 reports 39 M / 193 G for a
+    single pass (PromptIR: 36 M / 173 G)."""
+    with torch.device("meta"):
+        model = SIPL(pyairir.create_model("promptir"))
+    params, macs = count(model)
+    assert round(params / 1e6) == 40  # the official class has 40,028,562; Table 9 rounds to 39 M
+    assert 185e9 < macs < 200e9, macs / 1e9
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_trains_on_every_backbone(name):
+    losses = train(SIPL(backbone(name)))
+    assert losses[-1] < losses[0], losses
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_privileged_image_changes_the_output_and_inference_needs_no_truth(name):
+    model = SIPL(backbone(name)).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # the dictionaries start at zero: give the fusion something to do
+            p.add_(0.05 * torch.randn_like(p))
+    degraded, clean = batch()
+    with torch.no_grad():
+        plain = model(degraded)
+        with_clean = model(degraded, model.privileged_features(clean))
+        with_other = model(degraded, model.privileged_features(torch.rand_like(clean)))
+    assert plain.shape == degraded.shape
+    assert not torch.allclose(with_clean, with_other)
+    assert not torch.allclose(plain, with_clean)
+
+
+@pytest.mark.parametrize("loop", ["paper", "official"])
+@pytest.mark.parametrize("iterations", [0, 1, 3])
+def test_restore_returns_every_iterate(loop, iterations):
+    model = SIPL(backbone("restormer")).eval()
+    degraded, _ = batch()
+    images = model.restore(degraded, iterations=iterations, loop=loop)
+    assert len(images) == iterations + 1
+    assert all(image.shape == degraded.shape for image in images)
+    with torch.no_grad():
+        torch.testing.assert_close(images[0], model(degraded))
+        if iterations >= 1:  # both loops start with one guided refinement of the first output
+            torch.testing.assert_close(images[1], model(degraded, model.privileged_features(images[0], restore=False)))
+
+
+def test_official_loop_restores_its_own_output_again():
+    model = SIPL(backbone("restormer")).eval()
+    degraded, _ = batch()
+    images = model.restore(degraded, iterations=2, loop="official")
+    with torch.no_grad():
+        expected = model(images[1], model.privileged_features(images[1]))
+    torch.testing.assert_close(images[2], expected)
+
+
+def test_ground_truth_guided_upper_bound():
+    model = SIPL(backbone("promptir")).eval()
+    degraded, clean = batch()
+    images = model.restore(degraded, guide=clean)
+    with torch.no_grad():
+        torch.testing.assert_close(images[1], model(degraded, model.privileged_features(clean)))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="loop must be 'paper' or 'official'"):
+        SIPL(backbone("restormer")).restore(batch()[0], loop="twice")
+    with pytest.raises(ValueError, match=r"stages \['level9'\] are not both decoder stages and encoder levels"):
+        SIPL(backbone("restormer"), stages=("level9",))
+    with pytest.raises(TypeError, match="must implement pyairir's hook protocol"):
+        SIPL(torch.nn.Conv2d(3, 3, 3))

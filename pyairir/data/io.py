@@ -1,0 +1,95 @@
+"""Reading and writing images as (3, H, W) float32 tensors in [0, 1], with clear errors."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageError(ValueError):
+    """An image file that is missing, unreadable, or not an RGB image."""
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """The RGB image at `path` as a (3, H, W) float32 tensor in [0, 1].
+
+    Grayscale and palette images are converted to RGB (no information is lost); an image with
+    transparency (RGBA, LA) is refused, as what lies under the alpha is not an image to restore.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {str(path)!r} does not exist or is not a file")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+                raise ImageError(f"image {str(path)!r} has an alpha channel (mode {mode}, 4 channels with RGBA); "
+                                 "pyairir restores 3-channel RGB images: flatten or drop the alpha first")
+            if mode not in ("RGB", "L", "P", "I;16", "I", "CMYK", "YCbCr"):
+                raise ImageError(f"image {str(path)!r} has mode {mode}; expected an RGB or grayscale image")
+            array = np.asarray(image.convert("RGB") if mode != "I;16" else image)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"image {str(path)!r} could not be read (corrupt or not an image): {error}") from None
+    if array.dtype == np.uint16 or mode in ("I;16", "I"):
+        array = np.repeat((array.astype(np.float32) / 65535.0)[..., None], 3, axis=2)
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    return to_tensor(array)
+
+
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) or (H, W) uint8 -> (3, H, W) float32 in [0, 1]."""
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ImageError(f"expected an (H, W, 3) RGB array, got shape {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255.0)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded (values outside [0, 1] clipped)."""
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ImageError(f"expected a (3, H, W) image tensor, got shape {tuple(image.shape)}")
+    return (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def write_image(path: str | os.PathLike, image: torch.Tensor) -> None:
+    """Writes (3, H, W) in [0, 1] to `path` (format from the suffix), atomically: a temporary file
+    in the same folder is renamed over the destination only once complete."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise ImageError(f"cannot write {str(path)!r}: the suffix must be one of {', '.join(IMAGE_EXTENSIONS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
+    os.close(handle)
+    options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    try:
+        Image.fromarray(to_uint8(image)).save(temporary, **options)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def list_images(folder: str | os.PathLike, what: str) -> list[Path]:
+    """The image files in `folder`, sorted; `what` names the folder's role in errors."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what}: expected a folder of images at {str(folder)!r}, which does not exist")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"{what}: the folder {str(folder)!r} holds no image files "
+                                f"({', '.join(IMAGE_EXTENSIONS)})")
+    return files

@@ -1,0 +1,65 @@
+"""PSNR/SSIM against scikit-image, under both papers' protocols."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from pyairir.eval import psnr, ssim
+
+
+def pair(seed=0, shape=(3, 41, 53), noise=0.05):
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.rand(shape, generator=g, dtype=torch.float64)
+    return (clean + noise * torch.randn(shape, generator=g, dtype=torch.float64)).clamp(0, 1), clean
+
+
+def hwc(x):
+    return x.permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_promptir_protocol_is_scikit_image(seed):
+    restored, clean = pair(seed, noise=0.02 * (seed + 1))
+    assert psnr(restored, clean).item() == pytest.approx(
+        peak_signal_noise_ratio(hwc(clean), hwc(restored), data_range=1), abs=1e-10)
+    assert ssim(restored, clean).item() == pytest.approx(
+        structural_similarity(hwc(clean), hwc(restored), data_range=1, channel_axis=-1), abs=1e-10)
+
+
+def test_basicsr_protocol():
+    restored, clean = pair(3)
+    r8, c8 = (np.round(hwc(x) * 255) for x in (restored, clean))
+    assert psnr(restored, clean, "basicsr").item() == pytest.approx(
+        peak_signal_noise_ratio(c8, r8, data_range=255), abs=1e-10)
+    # BasicSR's SSIM: 11x11 Gaussian window (sigma 1.5), population covariance, 0-255 range
+    assert ssim(restored, clean, "basicsr").item() == pytest.approx(
+        structural_similarity(c8, r8, data_range=255, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                              use_sample_covariance=False), abs=1e-10)
+
+
+def test_basicsr_y_channel_and_border():
+    restored, clean = pair(4)
+
+    def luma(x):  # BT.601 on 8-bit RGB, as basicsr's to_y_channel
+        x8 = np.round(hwc(x) * 255) / 255
+        return x8 @ np.array([65.481, 128.553, 24.966]) + 16.0
+
+    y_r, y_c = luma(restored)[4:-4, 4:-4], luma(clean)[4:-4, 4:-4]
+    assert psnr(restored, clean, "basicsr", y_channel=True, crop_border=4).item() == pytest.approx(
+        peak_signal_noise_ratio(y_c, y_r, data_range=255), abs=1e-9)
+    assert ssim(restored, clean, "basicsr", y_channel=True, crop_border=4).item() == pytest.approx(
+        structural_similarity(y_c, y_r, data_range=255, gaussian_weights=True, sigma=1.5,
+                              use_sample_covariance=False), abs=1e-9)
+
+
+def test_batches_and_errors():
+    restored, clean = pair(5)
+    both = psnr(torch.stack([restored, clean]), torch.stack([clean, clean]))
+    assert both.shape == (2,) and torch.isinf(both[1])
+    with pytest.raises(ValueError, match="differ in shape"):
+        psnr(restored, clean[:, :-1])
+    with pytest.raises(ValueError, match="unknown protocol 'matlab'"):
+        ssim(restored, clean, "matlab")

@@ -1,0 +1,5 @@
+"""python -m pyairir ... is the `pyairir` command."""
+
+from pyairir.cli import entry_point
+
+entry_point()

@@ -1,0 +1,262 @@
+"""The `pyairir` command line.
+
+    pyairir demo                                   restore held-out photos with the shipped demo model
+    pyairir restore IN... -o OUT [--model --checkpoint --paradigm --tile --iterations]
+    pyairir eval --data data/test --benchmark 3task --model promptir --checkpoint model.ckpt
+    pyairir train CONFIG.yaml [key=value ...] [--resume]
+    pyairir bench [--model promptir --size 256]
+
+Errors (missing or unreadable files, images that are not RGB, bad arguments) are reported in one
+line on stderr, with exit code 1 (2 for bad usage); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+EXIT_ERROR = 1
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line, exit code 1."""
+
+
+def _model(args: argparse.Namespace) -> nn.Module:
+    """The model the arguments ask for: the demo model, or a registry model (+ paradigm, checkpoint)."""
+    import pyairir
+    from pyairir.demo import load_demo_model
+
+    if args.model == "demo":
+        if args.checkpoint or args.paradigm != "none":
+            raise CommandError("--checkpoint and --paradigm need --model NAME (a registry model), not the demo model")
+        return load_demo_model(fast=not args.eager)
+    if args.model not in pyairir.list_models():
+        raise CommandError(f"unknown model {args.model!r}; available: demo, {', '.join(pyairir.list_models())}")
+    from pyairir.train.config import TrainConfig
+    from pyairir.train.trainer import Plain, build_model
+
+    model = build_model(TrainConfig(model=args.model, fast=not args.eager, paradigm=args.paradigm))
+    if isinstance(model, Plain):
+        model = model.model
+    if args.checkpoint:
+        pyairir.load_checkpoint(model, args.checkpoint)
+    elif not getattr(args, "allow_random", False):
+        print(f"pyairir: warning: {args.model} has random weights (no --checkpoint)", file=sys.stderr)
+    return model.eval()
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
+    parser.add_argument("--model", default=default_model, help=f"demo or a registry model name (default {default_model})")
+    parser.add_argument("--checkpoint", help="weights to load (.pth, .ckpt, .pt, .safetensors)")
+    parser.add_argument("--paradigm", default="none", choices=("none", "pl", "sipl", "lupi", "cpl"),
+                        help="the paradigm the checkpoint was trained with")
+    parser.add_argument("--tile", type=int, help="restore in tiles of this size (bounded memory for large images)")
+    parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+    parser.add_argument("--iterations", type=int, help="SIPL self-refinement iterations")
+    parser.add_argument("--eager", action="store_true", help="run the eager reference instead of fused kernels")
+
+
+def _inputs(paths: list[str]) -> list[Path]:
+    from pyairir.data.io import IMAGE_EXTENSIONS
+
+    files: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise CommandError(f"{text}: the folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise CommandError(f"{text}: no such file or folder")
+    return files
+
+
+def _outputs(inputs: list[Path], out: str) -> list[Path]:
+    """Where each restored image goes; never onto an input."""
+    from pyairir.data.io import IMAGE_EXTENSIONS
+
+    target = Path(out)
+    if len(inputs) == 1 and target.suffix.lower() in IMAGE_EXTENSIONS:
+        outputs = [target]
+    else:
+        if target.exists() and not target.is_dir():
+            raise CommandError(f"-o {out}: with several inputs the output must be a folder")
+        outputs = [target / f"{p.stem}{p.suffix if p.suffix.lower() in IMAGE_EXTENSIONS else '.png'}" for p in inputs]
+        if len({str(o) for o in outputs}) != len(outputs):
+            raise CommandError("two inputs have the same file name; restore them into different folders")
+    resolved_inputs = {p.resolve() for p in inputs}
+    for o in outputs:
+        if o.resolve() in resolved_inputs:
+            raise CommandError(f"refusing to overwrite the input {o}: choose another -o")
+    return outputs
+
+
+def command_restore(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from pyairir.data.io import ImageError, read_image, write_image
+    from pyairir.eval.evaluate import restorer
+
+    inputs = _inputs(args.inputs)
+    outputs = _outputs(inputs, args.output)
+    run = restorer(_model(args), args.tile, args.overlap, args.iterations)
+    failures = 0
+    for source, target in tqdm(list(zip(inputs, outputs)), desc="restore", unit="image", disable=len(inputs) < 2):
+        try:
+            image = read_image(source)
+        except (ImageError, FileNotFoundError) as error:
+            print(f"pyairir restore: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        with torch.no_grad():
+            restored = run(image[None])[0].clamp(0, 1)
+        write_image(target, restored)
+        if len(inputs) == 1:
+            print(f"restored {source} -> {target}")
+    if failures:
+        print(f"pyairir restore: {failures} of {len(inputs)} images failed", file=sys.stderr)
+    return EXIT_ERROR if failures else 0
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    from pyairir.data import evaluation_sets
+    from pyairir.eval import evaluate, format_table
+
+    from pyairir.nn import SparsePromptModule
+    from pyairir.paradigms import PromptSelectionStatistics
+
+    datasets = evaluation_sets(args.data, args.benchmark)
+    model = _model(args)
+    has_prompts = any(isinstance(m, SparsePromptModule) for m in model.modules())
+    statistics = PromptSelectionStatistics() if has_prompts else None
+    results = evaluate(model, datasets, args.protocol, args.y_channel, args.crop_border, args.tile,
+                       args.iterations, statistics=statistics)
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.plot:
+        from pyairir.eval import plots
+
+        folder = Path(args.plot)
+        written = [plots.psnr_per_task({t: r for t, r in results.items() if t != "average"},
+                                       folder / "psnr_per_task.png")]
+        if args.iterations is not None:
+            written.append(plots.psnr_per_iteration(results["average"]["psnr_per_iteration"],
+                                                    folder / "psnr_per_iteration.png"))
+        if statistics is not None:
+            tasks = statistics.tasks()
+            written.append(plots.prompt_selection({t: statistics.mean_probabilities(t) for t in tasks},
+                                                  {t: statistics.entropy(t) for t in tasks},
+                                                  folder / "prompt_selection.png"))
+        for path in written:
+            print(f"wrote {path}")
+    return 0
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from pyairir.train import load_config, train
+
+    config = load_config(args.config, args.overrides)
+    train(config, resume=args.resume)
+    return 0
+
+
+def command_bench(args: argparse.Namespace) -> int:
+    import pyairir
+
+    x = torch.rand(1, 3, args.size, args.size)
+    rows = []
+    for label, fast, dtype in (("eager fp32", False, torch.float32), ("fast fp32", True, torch.float32),
+                               ("fast bf16", True, torch.bfloat16)):
+        torch.manual_seed(0)
+        model = pyairir.create_model(args.model, fast=fast).to(dtype).eval()
+        if fast:
+            pyairir.nn.set_fast(model)
+        with torch.no_grad():
+            model(x.to(dtype))
+            start = time.perf_counter()
+            for _ in range(args.repeat):
+                model(x.to(dtype))
+        rows.append((label, (time.perf_counter() - start) / args.repeat))
+    print(f"{args.model} on 1x3x{args.size}x{args.size}, {torch.get_num_threads()} threads:")
+    for label, seconds in rows:
+        print(f"  {label:<11} {seconds * 1e3:9.1f} ms   {rows[0][1] / seconds:5.2f}x")
+    print("(pytest benchmarks/ in the repository compares against torch.compile too)")
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    from pyairir.demo import format_results, load_demo_model, run_demo
+
+    results = run_demo(load_demo_model(fast=not args.eager), out=args.output)
+    print("pyairir demo: held-out scikit-image photos (chelsea, coffee), synthetic degradations, PSNR:")
+    print(format_results(results))
+    if args.output:
+        print(f"comparisons (degraded | restored | clean) written to {args.output}/demo_*.png")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="pyairir", description="All-in-one image restoration.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="restore held-out photos with the shipped demo model")
+    demo.add_argument("-o", "--output", help="folder for the side-by-side comparisons")
+    demo.add_argument("--eager", action="store_true", help="run the eager reference instead of fused kernels")
+    demo.set_defaults(run=command_demo)
+
+    restore = commands.add_parser("restore", help="restore images")
+    restore.add_argument("inputs", nargs="+", help="image files or folders")
+    restore.add_argument("-o", "--output", required=True, help="output image (one input) or folder")
+    _add_model_arguments(restore, "demo")
+    restore.set_defaults(run=command_restore)
+
+    evaluate = commands.add_parser("eval", help="PSNR/SSIM on a benchmark's test sets")
+    evaluate.add_argument("--data", required=True, help="the test folder (data/test, or CDD-11_test)")
+    evaluate.add_argument("--benchmark", default="3task", choices=("3task", "5task", "cdd11"))
+    evaluate.add_argument("--protocol", default="promptir", choices=("promptir", "basicsr"))
+    evaluate.add_argument("--y-channel", action="store_true", help="basicsr protocol: compare luma only")
+    evaluate.add_argument("--crop-border", type=int, default=0)
+    evaluate.add_argument("--json", help="also write the results to this JSON file")
+    evaluate.add_argument("--plot", help="folder for a PSNR-per-task chart")
+    _add_model_arguments(evaluate, "promptir")
+    evaluate.set_defaults(run=command_eval)
+
+    train = commands.add_parser("train", help="train a model (also under torchrun)")
+    train.add_argument("config", help="YAML training config (see pyairir.train.TrainConfig)")
+    train.add_argument("overrides", nargs="*", help="key=value settings overriding the config")
+    train.add_argument("--resume", action="store_true", help="continue from the output folder's latest checkpoint")
+    train.set_defaults(run=command_train)
+
+    bench = commands.add_parser("bench", help="time a model, eager vs fused kernels")
+    bench.add_argument("--model", default="promptir")
+    bench.add_argument("--size", type=int, default=256)
+    bench.add_argument("--repeat", type=int, default=3)
+    bench.set_defaults(run=command_bench)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from pyairir.data.io import ImageError
+    from pyairir.models.checkpoint import CheckpointError
+
+    try:
+        return args.run(args)
+    except (CommandError, ImageError, CheckpointError, FileNotFoundError, ValueError) as error:
+        print(f"pyairir {args.command}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def entry_point() -> None:
+    sys.exit(main())

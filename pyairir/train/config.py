@@ -1,0 +1,122 @@
+"""Training configuration: a dataclass, presets from the papers, YAML files and key=value overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PARADIGMS = ("none", "pl", "sipl", "lupi", "cpl")
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    model: str = "promptir"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    fast: bool = False
+    paradigm: str = "none"
+    paradigm_args: dict[str, Any] = field(default_factory=dict)
+    # data: a benchmark's training folder (data/Train, CDD-11_train), or a folder of clean
+    # images with synthetic degradations (benchmark "synthetic")
+    data: str = "data/Train"
+    benchmark: str = "3task"
+    synthetic_kinds: tuple[str, ...] = ("noise", "rain", "haze", "low_light", "blur")
+    patch_size: int = 128
+    batch_size: int = 8  # global, split evenly over the processes
+    num_workers: int = 0
+    # optimisation (AdamW, linear warmup then cosine to min_lr)
+    steps: int = 10_000
+    lr: float = 2e-4
+    min_lr: float = 0.0
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    bf16: bool = False
+    seed: int = 0
+    # paradigms
+    lupi_stage2_at: int | None = None  # step at which LUPI's stage 2 starts (default: steps // 2)
+    cpl_vgg: str | None = None  # VGG16 state_dict file for CPL's CPR term
+    # output
+    out: str = "runs/train"
+    checkpoint_every: int = 1000
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        self.synthetic_kinds = tuple(self.synthetic_kinds)
+        if self.paradigm not in PARADIGMS:
+            raise ValueError(f"TrainConfig: paradigm must be one of {', '.join(PARADIGMS)}, got {self.paradigm!r}")
+        for name in ("steps", "batch_size", "patch_size", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig: {name} must be positive, got {getattr(self, name)}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+# The papers' settings, scaled to steps (their epochs depend on the dataset size).
+PRESETS: dict[str, dict[str, Any]] = {
+    # PromptIR train.py: AdamW(lr 2e-4) (torch defaults betas, wd 0.01), L1, batch 8 x 4 GPUs,
+    # 128 crops, linear warmup 15 of 150 epochs then cosine to 0.
+    "promptir": dict(model="promptir", lr=2e-4, weight_decay=0.01, betas=(0.9, 0.999), batch_size=32,
+                     patch_size=128, warmup_fraction=0.1),
+    # Restormer options: AdamW lr 3e-4, wd 1e-4, cosine to 1e-6, gradient clipping at 0.01.
+    "restormer": dict(model="restormer", lr=3e-4, min_lr=1e-6, weight_decay=1e-4, betas=(0.9, 0.999),
+                      grad_clip=0.01, batch_size=8, patch_size=128),
+    # NAFNet SIDD options: AdamW lr 1e-3, betas (0.9, 0.9), wd 0, cosine to 1e-7, clipping 0.01.
+    "nafnet": dict(model="nafnet_sidd_w32", lr=1e-3, min_lr=1e-7, weight_decay=0.0, betas=(0.9, 0.9),
+                   grad_clip=0.01, batch_size=32, patch_size=256),
+}
+
+
+def from_preset(name: str, **overrides: Any) -> TrainConfig:
+    """A TrainConfig from a paper's preset (promptir, restormer, nafnet), with overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
+    settings = {**PRESETS[name], **overrides}
+    fraction = settings.pop("warmup_fraction", 0.0)
+    config = TrainConfig(**settings)
+    if "warmup_steps" not in overrides:
+        config.warmup_steps = int(fraction * config.steps)
+    return config
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """A TrainConfig from a YAML file (which may name a `preset`), then `key=value` overrides
+    (values parsed as JSON when they can be: steps=100, betas=[0.9,0.9], model_args={"dim":8})."""
+    settings: dict[str, Any] = {}
+    if path is not None:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"training config {str(path)!r} does not exist")
+        try:
+            settings = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"training config {str(path)!r} is not valid YAML: {error}") from None
+        if not isinstance(settings, dict):
+            raise ValueError(f"training config {str(path)!r} must be a mapping of settings, got {type(settings).__name__}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r}: expected key=value")
+        settings[key.strip()] = _parse_value(value)
+    known = {f.name for f in dataclasses.fields(TrainConfig)} | {"preset"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"unknown training settings {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    preset = settings.pop("preset", None)
+    return from_preset(preset, **settings) if preset else TrainConfig(**settings)

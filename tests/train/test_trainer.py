@@ -1,0 +1,127 @@
+"""The trainer: every paradigm, checkpoints, bit-for-bit resume after SIGKILL, DDP equivalence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from pyairir.data import write_image
+from pyairir.train import TrainConfig, load_config, train
+from pyairir.train.trainer import StepSampler, lr_factor
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_NAFNET = {"width": 8, "enc_blk_nums": [1, 1], "middle_blk_num": 1, "dec_blk_nums": [1, 1]}
+
+
+def photos(folder: Path, count: int = 3) -> Path:
+    for i in range(count):
+        y, x = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 56), indexing="ij")
+        write_image(folder / f"{i}.png", torch.stack([x, y, (x * y + 0.3 * i) % 1]))
+    return folder
+
+
+def config(tmp_path: Path, **overrides) -> TrainConfig:
+    settings = dict(model="nafnet_sidd_w32", model_args=TINY_NAFNET, data=str(photos(tmp_path / "photos")),
+                    benchmark="synthetic", patch_size=32, batch_size=4, steps=6, lr=1e-3, checkpoint_every=3,
+                    out=str(tmp_path / "run"), progress=False)
+    return TrainConfig(**{**settings, **overrides})
+
+
+@pytest.mark.parametrize("paradigm, args", [("none", {}), ("pl", {}), ("sipl", {}),
+                                            ("lupi", {"prior_dim": 16, "estimator_width": 4}), ("cpl", {})])
+def test_every_paradigm_trains_and_checkpoints(tmp_path, paradigm, args):
+    c = config(tmp_path, paradigm=paradigm, paradigm_args=args)
+    model = train(c)
+    run = Path(c.out)
+    assert (run / "latest").read_text() == "checkpoint-6"
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-3", "checkpoint-6"]
+    saved = load_file(run / "checkpoint-6" / "model.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    assert json.loads((run / "checkpoint-6" / "config.json").read_text())["paradigm"] == paradigm
+    if paradigm == "lupi":
+        assert model.stage == 2  # stage 2 from steps // 2 on
+    if paradigm == "pl":
+        assert model.steps == 6
+
+
+def test_schedule_and_sampler():
+    c = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr=0.1)
+    assert lr_factor(0, c) == pytest.approx(0.1) and lr_factor(9, c) == pytest.approx(1.0)
+    assert lr_factor(99, c) == pytest.approx(0.1, abs=1e-3)
+    single = list(StepSampler(10, 4, 0, 1, seed=0, start=0, steps=5))
+    split = [list(StepSampler(10, 4, r, 2, seed=0, start=0, steps=5)) for r in range(2)]
+    for step in range(5):  # the two ranks share each global batch between them
+        assert sorted(single[step]) == sorted(split[0][step] + split[1][step])
+    assert list(StepSampler(10, 4, 0, 1, seed=0, start=3, steps=5)) == single[3:]
+
+
+def test_yaml_config_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"preset": "restormer", "steps": 50}))
+    c = load_config(path, ["batch_size=2", 'model_args={"dim": 8}'])
+    assert (c.model, c.lr, c.grad_clip, c.steps, c.batch_size, c.model_args) == ("restormer", 3e-4, 0.01, 50, 2,
+                                                                                 {"dim": 8})
+    with pytest.raises(ValueError, match="unknown training settings learning_rate"):
+        load_config(None, ["learning_rate=1"])
+
+
+def run_cli(args: list[str], env_extra: dict | None = None, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    env.pop("TRITON_INTERPRET", None)
+    return subprocess.Popen([sys.executable, "-m", "pyairir.train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def write_config(tmp_path: Path, out: str, steps: int) -> Path:
+    c = config(tmp_path, steps=steps, checkpoint_every=25, out=str(tmp_path / out))
+    path = tmp_path / f"{out}.yaml"
+    path.write_text(yaml.safe_dump(json.loads(c.to_json())))
+    return path
+
+
+def test_killed_run_resumes_bit_for_bit(tmp_path):
+    steps = 300
+    reference = run_cli([str(write_config(tmp_path, "reference", steps))])
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+    killed = run_cli([str(write_config(tmp_path, "killed", steps))])
+    latest = tmp_path / "killed" / "latest"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill it between two checkpoints, after the first
+        if latest.is_file() and latest.read_text() not in ("", "checkpoint-25"):
+            break
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    reached = int(latest.read_text().split("-")[1])
+    assert 25 < reached < steps, f"the run was killed at checkpoint {reached}"
+    resumed = run_cli([str(tmp_path / "killed.yaml"), "--resume"])
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    a = load_file(tmp_path / "reference" / f"checkpoint-{steps}" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / f"checkpoint-{steps}" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    steps = 4
+    single = run_cli([str(write_config(tmp_path, "single", steps))])
+    assert single.wait(timeout=300) == 0, single.stderr.read()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("TRITON_INTERPRET", None)
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "pyairir.train", str(write_config(tmp_path, "ddp", steps))],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a = load_file(tmp_path / "single" / f"checkpoint-{steps}" / "model.safetensors")
+    b = load_file(tmp_path / "ddp" / f"checkpoint-{steps}" / "model.safetensors")
+    for key in a:  # the same global batches; only the order of floating-point sums differs
+        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4, msg=key)

@@ -5,6 +5,8 @@
 
 #include <ATen/ATen.h>
 
+#include "head_operand.h"
+
 namespace pyairir {
 namespace mdta_math {
 
@@ -14,20 +16,12 @@ struct Geometry {
   int64_t B, C, N, heads, d;
 };
 
-// q, k, v and grad_out: (B, C, H, W) like q, with a pixel axis and a unit channel or pixel stride.
+// q, k, v and grad_out: head operands (csrc/head_operand.h) of q's shape, dtype and device.
 inline void check_operand(const at::Tensor& t, const char* name, const at::Tensor& q, const char* op) {
-  TORCH_CHECK(t.dim() == 4, op, ": ", name, " must be a 4-D (B, C, H, W) tensor, got ", t.dim(), "-D with shape ",
-              t.sizes());
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name,
-              " must be a floating tensor (float32, float64, bfloat16 or float16), got ", t.scalar_type());
-  TORCH_CHECK(t.numel() > 0, op, ": ", name, " must not be empty, got shape ", t.sizes());
+  check_head_operand(t, op, name);
   TORCH_CHECK(t.sizes() == q.sizes() && t.scalar_type() == q.scalar_type() && t.device() == q.device(), op, ": ",
               name, " must have the shape, dtype and device of q (", q.sizes(), ", ", q.scalar_type(), "), got ",
               t.sizes(), ", ", t.scalar_type());
-  const bool pixels_flatten = t.size(2) == 1 || t.stride(2) == t.size(3) * t.stride(3);
-  TORCH_CHECK(pixels_flatten && (t.stride(1) == 1 || t.stride(3) == 1), op, ": ", name,
-              " must be NCHW or channels_last, or a channel slice of such a tensor, got strides ", t.strides(),
-              " for shape ", t.sizes());
 }
 
 inline Geometry check_arguments(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -56,13 +50,6 @@ inline void check_saved(const at::Tensor& cosine, const at::Tensor& q_norm, cons
   TORCH_CHECK(q_norm.sizes() == at::IntArrayRef({g.B, g.C}) && k_norm.sizes() == q_norm.sizes() &&
                   q_norm.scalar_type() == acc && k_norm.scalar_type() == acc,
               op, ": q_norm and k_norm must be the (B, C) norms mdta returned");
-}
-
-// A dense tensor shaped like q, channels_last if q's channels are adjacent, else NCHW.
-inline at::Tensor empty_like_layout(const at::Tensor& q) {
-  const bool pixel_major = q.stride(1) == 1 && q.size(1) > 1;
-  return at::empty(q.sizes(), q.options().memory_format(pixel_major ? at::MemoryFormat::ChannelsLast
-                                                                    : at::MemoryFormat::Contiguous));
 }
 
 struct Forward {

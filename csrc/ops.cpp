@@ -49,4 +49,37 @@ TORCH_LIBRARY(pyairir, m) {
   m.def(
       "mdta_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor temperature, Tensor cosine,"
       " Tensor q_norm, Tensor k_norm, int heads) -> (Tensor, Tensor, Tensor, Tensor)");
+
+  // LUPI's FiLM modulation and activation, GELU(gamma * x + beta) (exact erf GELU), with
+  // gamma, beta (B, C) per sample and channel, for x (B, C, H, W) NCHW or channels_last.
+  m.def("film_gelu(Tensor x, Tensor gamma, Tensor beta) -> Tensor");
+  // Gradients w.r.t. (x, gamma, beta).
+  m.def("film_gelu_backward(Tensor grad_out, Tensor x, Tensor gamma, Tensor beta) -> (Tensor, Tensor, Tensor)");
+
+  // Prompt routing (PromptIR's prompt block, CPL's Sparse Prompt Module) without the final conv:
+  // from gate logits (B, n) over n prompt components prompts (n, C, s, s), the top-k softmax
+  // weights (renormalised to sum to one if asked), the weighted sum of only the k selected
+  // components, bilinearly resized (align_corners=False) to (height, width). Returns
+  // (out (B, C, height, width), weights (B, k), selection (B, k) int64); k = n is the dense case.
+  m.def(
+      "topk_prompt(Tensor logits, Tensor prompts, int height, int width, int k, bool renormalize)"
+      " -> (Tensor out, Tensor weights, Tensor selection)");
+  // Gradients of out w.r.t. (logits, prompts), the gate recomputed from the logits; only the
+  // selected components' gradients are non-zero.
+  m.def(
+      "topk_prompt_backward(Tensor grad_out, Tensor logits, Tensor prompts, int k, bool renormalize)"
+      " -> (Tensor, Tensor)");
+
+  // SIPL's Proxy Fusion attention: per head (d = C / heads channels), the query tokens of
+  // q (B, C, Hq, Wq) attend to the key tokens of k, v (B, C, Hk, Wk) with cosine scores,
+  // softmax((q_hat k_hat^T) * temperature[h]) v, flash-style (never forming the HqWq x HkWk matrix).
+  // Returns (out (B, C, Hq, Wq), logsumexp (B, heads, HqWq) of the scaled scores, and the
+  // clamped L2 norms q_norm (B, heads, HqWq), k_norm (B, heads, HkWk)).
+  m.def(
+      "proxy_attention(Tensor q, Tensor k, Tensor v, Tensor temperature, int heads)"
+      " -> (Tensor out, Tensor logsumexp, Tensor q_norm, Tensor k_norm)");
+  // Gradients w.r.t. (q, k, v, temperature), the attention recomputed from the saved statistics.
+  m.def(
+      "proxy_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor temperature, Tensor out,"
+      " Tensor logsumexp, Tensor q_norm, Tensor k_norm, int heads) -> (Tensor, Tensor, Tensor, Tensor)");
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def test_every_op_has_every_face():
     """Each op named in csrc/ops.cpp has a CPU kernel, a CUDA kernel and binding, a Triton kernel,
     a Python entry and a reference, under the same file name."""
     schemas = (ROOT / "csrc" / "ops.cpp").read_text()
-    ops = [line.split('m.def("')[1].split("(")[0] for line in schemas.splitlines() if 'm.def("' in line]
+    ops = re.findall(r'm\.def\(\s*"(\w+)\(', schemas)
     public = [op for op in ops if not op.endswith("_backward")]
     assert public
     for op in public:

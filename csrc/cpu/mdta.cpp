@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "../mdta_math.h"
+#include "head_blocks.h"
 #include "vec_loops.h"
 
 namespace pyairir {
@@ -32,40 +33,6 @@ using mdta_math::Geometry;
 constexpr int64_t kChunk = 2048;  // pixels per task
 
 int64_t chunks(const Geometry& g) { return (g.N + kChunk - 1) / kChunk; }
-
-// Where head h of image b starts in a (B, C, H, W) tensor, and its (d, N) matrix strides.
-struct Operand {
-  void* data;
-  int64_t batch_stride, channel_stride, pixel_stride;
-  at::ScalarType dtype;
-};
-
-Operand operand(const at::Tensor& t) {
-  return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(3), t.scalar_type()};
-}
-
-// The (d, count) block of the head's matrix starting at pixel p0, as a tensor view (no copy).
-at::Tensor block(const Operand& o, const Geometry& g, int64_t b, int64_t h, int64_t p0, int64_t count) {
-  const int64_t element = c10::elementSize(o.dtype);
-  char* start = static_cast<char*>(o.data) +
-                (b * o.batch_stride + h * g.d * o.channel_stride + p0 * o.pixel_stride) * element;
-  return at::from_blob(start, {g.d, count}, {o.channel_stride, o.pixel_stride}, at::TensorOptions().dtype(o.dtype));
-}
-
-// destination = A B (+ the initial value `add`), in whichever orientation makes the destination
-// row-major, so that the GEMM writes it in place (a column-major destination, as channels_last
-// gives, would otherwise go through a temporary and a copy).
-void gemm_into(at::Tensor destination, const at::Tensor& a, const at::Tensor& b,
-               const c10::optional<at::Tensor>& add = c10::nullopt) {
-  const bool transpose = destination.stride(0) == 1 && destination.size(1) > 1;
-  at::Tensor out = transpose ? destination.t() : destination;
-  const at::Tensor left = transpose ? b.t() : a, right = transpose ? a.t() : b;
-  if (add.has_value()) {
-    at::addmm_out(out, transpose ? add->t() : *add, left, right);
-  } else {
-    at::mm_out(out, left, right);
-  }
-}
 
 // C = A B into a slice of an accumulation-type tensor; with bf16/fp16 operands the GEMM
 // accumulates in fp32 and rounds its d x d result once to the operands' type.
@@ -136,7 +103,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor
   at::Tensor gram = at::empty({g.B * heads, chunks(g), g.d, g.d}, acc_options);
   at::Tensor squares = at::empty({g.B * heads, chunks(g), 2, g.d}, acc_options);
   for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
-    const at::Tensor qb = block(oq, g, b, h, p0, count), kb = block(ok, g, b, h, p0, count);
+    const at::Tensor qb = block(oq, g.d, b, h, p0, count), kb = block(ok, g.d, b, h, p0, count);
     mm_into(gram[b * heads + h][chunk], qb, kb.t());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "mdta_norms", [&] {
       acc_type<scalar_t>* out = squares[b * heads + h][chunk].data_ptr<acc_type<scalar_t>>();
@@ -147,10 +114,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor
   const mdta_math::Forward f = mdta_math::attention_from(sum_chunks(gram), sum_chunks(squares), temperature, g);
   // Pass 2: out = A V, chunk by chunk, into the output's head block (A in the operands' type).
   const at::Tensor weights = f.attention.to(q.scalar_type());
-  at::Tensor out = mdta_math::empty_like_layout(q);
+  at::Tensor out = empty_like_layout(q);
   const Operand oo = operand(out);
   for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
-    gemm_into(block(oo, g, b, h, p0, count), weights[b * heads + h], block(ov, g, b, h, p0, count));
+    gemm_into(block(oo, g.d, b, h, p0, count), weights[b * heads + h], block(ov, g.d, b, h, p0, count));
   });
   return {out, f.cosine, f.q_norm, f.k_norm};
 }
@@ -167,16 +134,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta_backward(
   const at::ScalarType dtype = q.scalar_type();
   const at::Tensor attention = mdta_math::attention_of(cosine, temperature, g);
   const Operand og = operand(grad_out), oq = operand(q), ok = operand(k), ov = operand(v);
-  at::Tensor grad_q = mdta_math::empty_like_layout(q), grad_k = mdta_math::empty_like_layout(q);
-  at::Tensor grad_v = mdta_math::empty_like_layout(q);
+  at::Tensor grad_q = empty_like_layout(q), grad_k = empty_like_layout(q);
+  at::Tensor grad_v = empty_like_layout(q);
   const Operand odq = operand(grad_q), odk = operand(grad_k), odv = operand(grad_v);
   // Pass 1: dA = dO V^T per chunk, and dV = A^T dO.
   at::Tensor grad_attention = at::empty({g.B * heads, chunks(g), g.d, g.d}, cosine.options());
   const at::Tensor weights_t = attention.transpose(1, 2).to(dtype);
   for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
-    const at::Tensor dout = block(og, g, b, h, p0, count);
-    mm_into(grad_attention[b * heads + h][chunk], dout, block(ov, g, b, h, p0, count).t());
-    gemm_into(block(odv, g, b, h, p0, count), weights_t[b * heads + h], dout);
+    const at::Tensor dout = block(og, g.d, b, h, p0, count);
+    mm_into(grad_attention[b * heads + h][chunk], dout, block(ov, g.d, b, h, p0, count).t());
+    gemm_into(block(odv, g.d, b, h, p0, count), weights_t[b * heads + h], dout);
   });
   const mdta_math::Backward c =
       mdta_math::backward_coefficients(sum_chunks(grad_attention), attention, cosine, q_norm, k_norm, temperature, g);
@@ -185,9 +152,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta_backward(
   const at::Tensor q_scale = c.grad_q_scale.unsqueeze(-1).to(dtype), k_scale = c.grad_k_scale.unsqueeze(-1).to(dtype);
   for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
     const int64_t bh = b * heads + h;
-    const at::Tensor qb = block(oq, g, b, h, p0, count), kb = block(ok, g, b, h, p0, count);
-    gemm_into(block(odq, g, b, h, p0, count), dG_q[bh], kb, qb * q_scale[bh]);
-    gemm_into(block(odk, g, b, h, p0, count), dG_k[bh], qb, kb * k_scale[bh]);
+    const at::Tensor qb = block(oq, g.d, b, h, p0, count), kb = block(ok, g.d, b, h, p0, count);
+    gemm_into(block(odq, g.d, b, h, p0, count), dG_q[bh], kb, qb * q_scale[bh]);
+    gemm_into(block(odk, g.d, b, h, p0, count), dG_k[bh], qb, kb * k_scale[bh]);
   });
   return {grad_q, grad_k, grad_v, c.grad_temperature};
 }

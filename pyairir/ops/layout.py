@@ -1,4 +1,5 @@
-"""The two memory layouts pyairir ops accept: dense NCHW and dense channels_last."""
+"""The two memory layouts pyairir ops accept: dense NCHW and dense channels_last (and, for the
+attention ops' operands, channel slices of either)."""
 
 import torch
 
@@ -26,3 +27,20 @@ def check_dense(x: torch.Tensor, name: str, where: str) -> None:
             f"{where}: {name} must be contiguous in NCHW or channels_last memory format, "
             f"got strides {x.stride()} for shape {tuple(x.shape)}"
         )
+
+
+def pixel_major(t: torch.Tensor) -> bool:
+    """Whether t's channels are adjacent in memory (channels_last, or a channel slice of it)."""
+    return t.stride(1) == 1 and t.shape[1] > 1
+
+
+def pixel_major_format(t: torch.Tensor) -> torch.memory_format:
+    """The layout of an attention op's dense result for an operand t: channels_last if t is pixel-major."""
+    return torch.channels_last if pixel_major(t) else torch.contiguous_format
+
+
+def is_slice_of_dense(t: torch.Tensor) -> bool:
+    """Whether t (B, C, H, W) is NCHW or channels_last, or a channel slice of such a tensor: its pixels
+    flatten to one axis and its channels or its pixels have unit stride (csrc/head_operand.h)."""
+    h, w = t.shape[-2:]
+    return (h == 1 or t.stride(2) == w * t.stride(3)) and (t.stride(1) == 1 or t.stride(3) == 1)

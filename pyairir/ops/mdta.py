@@ -13,19 +13,9 @@ import torch
 
 from pyairir import reference
 from pyairir._validation import check_image
-from pyairir.ops import backend, registration
+from pyairir.ops import backend, layout, registration
 
 OP = "pyairir::mdta"
-
-
-def _pixel_major(t: torch.Tensor) -> bool:
-    """Whether t's channels are adjacent in memory (channels_last, or a channel slice of it)."""
-    return t.stride(1) == 1 and t.shape[1] > 1
-
-
-def _is_slice_of_dense(t: torch.Tensor) -> bool:
-    h, w = t.shape[-2:]
-    return (h == 1 or t.stride(2) == w * t.stride(3)) and (t.stride(1) == 1 or t.stride(3) == 1)
 
 
 def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, heads: int) -> None:
@@ -34,7 +24,7 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature:
         if t.shape != q.shape or t.dtype != q.dtype or t.device != q.device:
             raise ValueError(f"{OP}: {name} must have the shape, dtype and device of q ({tuple(q.shape)}, "
                              f"{q.dtype}, {q.device}), got {tuple(t.shape)}, {t.dtype}, {t.device}")
-        if not _is_slice_of_dense(t):
+        if not layout.is_slice_of_dense(t):
             raise ValueError(f"{OP}: {name} must be NCHW or channels_last, or a channel slice of such a tensor, "
                              f"got strides {t.stride()} for shape {tuple(t.shape)}")
     channels = q.shape[1]
@@ -69,14 +59,14 @@ def _fake(q, k, v, temperature, heads):
     b, c = q.shape[:2]
     d = c // heads
     accumulate = torch.float64 if q.dtype == torch.float64 else torch.float32
-    memory_format = torch.channels_last if _pixel_major(q) else torch.contiguous_format
+    memory_format = layout.pixel_major_format(q)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device, memory_format=memory_format)
     return (out, q.new_empty((b, heads, d, d), dtype=accumulate), q.new_empty((b, c), dtype=accumulate),
             q.new_empty((b, c), dtype=accumulate))
 
 
 def _fake_backward(grad_out, q, k, v, temperature, cosine, q_norm, k_norm, heads):
-    memory_format = torch.channels_last if _pixel_major(q) else torch.contiguous_format
+    memory_format = layout.pixel_major_format(q)
     grads = [torch.empty(q.shape, dtype=q.dtype, device=q.device, memory_format=memory_format) for _ in range(3)]
     return (*grads, torch.empty_like(temperature))
 
@@ -92,7 +82,7 @@ def _setup_context(ctx, inputs, output):
 def _make_backward(backward_op):
     def backward(ctx, grad_out, *_):
         q, k, v, temperature, cosine, q_norm, k_norm = ctx.saved_tensors
-        memory_format = torch.channels_last if _pixel_major(q) else torch.contiguous_format
+        memory_format = layout.pixel_major_format(q)
         grad_out = grad_out.contiguous(memory_format=memory_format)
         grad_q, grad_k, grad_v, grad_t = backward_op(grad_out, q, k, v, temperature, cosine, q_norm, k_norm,
                                                      ctx.heads)

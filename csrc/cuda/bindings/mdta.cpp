@@ -35,7 +35,7 @@ std::pair<at::Tensor, at::Tensor> gram(const at::Tensor& x, const at::Tensor& y,
 // out = M X (+ diag(scale) residual) per image and head; M, scale in the accumulation type.
 at::Tensor apply(const at::Tensor& m, const at::Tensor& x, const Geometry& g, const at::Tensor& like,
                  const at::Tensor& residual, const at::Tensor& scale, const char* op) {
-  at::Tensor out = mdta_math::empty_like_layout(like);
+  at::Tensor out = empty_like_layout(like);
   const at::Tensor matrix = m.contiguous(), s = scale.defined() ? scale.contiguous() : scale;
   cuda::check_launch(cuda::mdta_apply(cuda::dtype_of(x), matrix.const_data_ptr(), x.const_data_ptr(), strides_of(x),
                                       residual.defined() ? residual.const_data_ptr() : nullptr,

@@ -1,0 +1,44 @@
+// Views of one head's (d, count) block of a head operand (csrc/head_operand.h) for GEMMs on CPU:
+// no copies, whichever of NCHW or channels_last the operand is a slice of. Shared by the CPU
+// kernels of mdta and proxy_attention.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace pyairir {
+
+// Where head h of image b starts in a (B, C, H, W) tensor, and its (d, N) matrix strides.
+struct Operand {
+  void* data;
+  int64_t batch_stride, channel_stride, pixel_stride;
+  at::ScalarType dtype;
+};
+
+inline Operand operand(const at::Tensor& t) {
+  return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(3), t.scalar_type()};
+}
+
+// The (d, count) block of the head's matrix starting at pixel p0, as a tensor view (no copy).
+inline at::Tensor block(const Operand& o, int64_t d, int64_t b, int64_t h, int64_t p0, int64_t count) {
+  const int64_t element = c10::elementSize(o.dtype);
+  char* start = static_cast<char*>(o.data) +
+                (b * o.batch_stride + h * d * o.channel_stride + p0 * o.pixel_stride) * element;
+  return at::from_blob(start, {d, count}, {o.channel_stride, o.pixel_stride}, at::TensorOptions().dtype(o.dtype));
+}
+
+// destination = A B (+ the initial value `add`), in whichever orientation makes the destination
+// row-major, so that the GEMM writes it in place (a column-major destination, as channels_last
+// gives, would otherwise go through a temporary and a copy).
+inline void gemm_into(at::Tensor destination, const at::Tensor& a, const at::Tensor& b,
+                      const c10::optional<at::Tensor>& add = c10::nullopt) {
+  const bool transpose = destination.stride(0) == 1 && destination.size(1) > 1;
+  at::Tensor out = transpose ? destination.t() : destination;
+  const at::Tensor left = transpose ? b.t() : a, right = transpose ? a.t() : b;
+  if (add.has_value()) {
+    at::addmm_out(out, transpose ? add->t() : *add, left, right);
+  } else {
+    at::mm_out(out, left, right);
+  }
+}
+
+}  // namespace pyairir

@@ -1,0 +1,59 @@
+// proxy_attention's argument checks, shared by the CPU kernel and the CUDA binding.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "head_operand.h"
+
+namespace pyairir {
+namespace proxy_attention_math {
+
+constexpr double kNormEps = 1e-12;  // F.normalize's eps
+
+// Batch, channels, query and key tokens, heads, channels per head.
+struct Geometry {
+  int64_t B, C, Nq, Nk, heads, d;
+};
+
+inline at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+// q (B, C, Hq, Wq), k and v (B, C, Hk, Wk): head operands (csrc/head_operand.h) of one dtype and
+// device; temperature: one value per head.
+inline Geometry check_arguments(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& temperature, int64_t heads, const char* op) {
+  check_head_operand(q, op, "q");
+  check_head_operand(k, op, "k");
+  check_head_operand(v, op, "v");
+  TORCH_CHECK(k.size(0) == q.size(0) && k.size(1) == q.size(1), op,
+              ": k must have the batch and channels of q (", q.size(0), ", ", q.size(1), "), got shape ", k.sizes());
+  TORCH_CHECK(v.sizes() == k.sizes(), op, ": v must have the shape of k ", k.sizes(), ", got ", v.sizes());
+  for (const at::Tensor* t : {&k, &v, &temperature})
+    TORCH_CHECK(t->scalar_type() == q.scalar_type() && t->device() == q.device(), op,
+                ": k, v and temperature must have the dtype and device of q (", q.scalar_type(), ", ", q.device(),
+                "), got ", t->scalar_type(), ", ", t->device());
+  TORCH_CHECK(heads > 0 && q.size(1) % heads == 0, op, ": heads must divide the channels of q (", q.size(1),
+              "), got ", heads);
+  TORCH_CHECK(temperature.numel() == heads, op, ": temperature must hold one value per head (", heads,
+              "), got shape ", temperature.sizes());
+  return {q.size(0), q.size(1), q.size(2) * q.size(3), k.size(2) * k.size(3), heads, q.size(1) / heads};
+}
+
+// The backward's saved tensors, as proxy_attention returned them, and grad_out.
+inline void check_saved(const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& logsumexp,
+                        const at::Tensor& q_norm, const at::Tensor& k_norm, const at::Tensor& q, const Geometry& g,
+                        const char* op) {
+  for (const auto& [t, name] : {std::pair{&grad_out, "grad_out"}, std::pair{&out, "out"}}) {
+    check_head_operand(*t, op, name);
+    TORCH_CHECK(t->sizes() == q.sizes() && t->scalar_type() == q.scalar_type() && t->device() == q.device(), op,
+                ": ", name, " must have the shape, dtype and device of q (", q.sizes(), "), got ", t->sizes());
+  }
+  const at::ScalarType acc = acc_dtype(q.scalar_type());
+  TORCH_CHECK(logsumexp.sizes() == at::IntArrayRef({g.B, g.heads, g.Nq}) && q_norm.sizes() == logsumexp.sizes() &&
+                  k_norm.sizes() == at::IntArrayRef({g.B, g.heads, g.Nk}) && logsumexp.scalar_type() == acc &&
+                  q_norm.scalar_type() == acc && k_norm.scalar_type() == acc && logsumexp.is_contiguous() &&
+                  q_norm.is_contiguous() && k_norm.is_contiguous(),
+              op, ": logsumexp, q_norm and k_norm must be the (B, heads, tokens) tensors proxy_attention returned");
+}
+
+}  // namespace proxy_attention_math
+}  // namespace pyairir

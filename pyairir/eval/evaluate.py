@@ -11,35 +11,18 @@ from tqdm.auto import tqdm
 
 from pyairir.eval.inference import restore
 from pyairir.eval.metrics import psnr, ssim
+from pyairir.eval.refine import self_refine
 from pyairir.eval.tiled import tiled_restore
 
 
 def restorer(model: nn.Module, tile: int | None = None, overlap: int = 32,
              iterations: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """image (B, 3, H, W) -> restored, with tiling and (for SIPL) self-refinement iterations."""
-    if iterations is not None and not hasattr(model, "restore"):
+    if iterations is not None and not hasattr(model, "fused_dictionaries"):
         raise ValueError(f"iterations: only SIPL models refine iteratively; {type(model).__name__} does not")
-    if iterations and tile:
-        raise ValueError("iterations and tile together are not supported: SIPL refines whole images")
-
-    def one_pass(x: torch.Tensor) -> torch.Tensor:
-        return tiled_restore(model, x, tile, overlap) if tile else restore(model, x)
-
-    if not iterations:
-        return one_pass
-    return lambda x: restore(_Iterated(model, iterations), x)
-
-
-class _Iterated(nn.Module):
-    """A SIPL model whose forward is its last self-refinement iterate (so that padding applies)."""
-
-    def __init__(self, model: nn.Module, iterations: int) -> None:
-        super().__init__()
-        self.model, self.iterations = model, iterations
-        self.size_multiple = model.size_multiple
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.restore(x, iterations=self.iterations)[-1]
+    if iterations:
+        return lambda x: self_refine(model, x, iterations, tile, overlap)[-1]
+    return lambda x: tiled_restore(model, x, tile, overlap) if tile else restore(model, x)
 
 
 def evaluate(model: nn.Module, datasets: dict[str, Dataset], protocol: str = "promptir", y_channel: bool = False,
@@ -65,7 +48,7 @@ def evaluate(model: nn.Module, datasets: dict[str, Dataset], protocol: str = "pr
                 if statistics is not None:
                     statistics.record(model, [task])
                 if iterations is not None:
-                    iterates = model.restore(sample["degraded"][None], iterations=iterations)
+                    iterates = self_refine(model, sample["degraded"][None], iterations, tile)
                     for t, image in enumerate(iterates):
                         per_iteration[t] += psnr(image, clean, protocol, y_channel, crop_border).item() / len(dataset)
                     restored = iterates[-1]

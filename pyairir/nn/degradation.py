@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyairir import ops
+
 
 def degradation_encoder(width: int) -> nn.Sequential:
     """Four 3x3 conv layers from an image (B, 3, H, W) to (B, 8 width, H/8, W/8)."""
@@ -61,15 +63,19 @@ class DegradationAwareBlock(nn.Module):
     γ, β per sample and channel. The 3x3 conv starts at zero, so the block starts as the identity
     and the backbone's behaviour is unchanged until the prior has learnt something.
     forward: F (B, C, H, W), d (B, prior_dim) -> (B, C, H, W).
+    fast: the modulation and GELU in one pass (pyairir.ops.film_gelu).
     """
 
-    def __init__(self, channels: int, prior_dim: int = 512) -> None:
+    def __init__(self, channels: int, prior_dim: int = 512, fast: bool = False) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(prior_dim, prior_dim), nn.GELU(), nn.Linear(prior_dim, 2 * channels))
         self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
+        self.fast = fast
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.mlp(prior).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
-        return x + self.conv(F.gelu(gamma * x + beta))
+        gamma, beta = self.mlp(prior).to(x.dtype).chunk(2, dim=1)  # (B, C) each
+        if self.fast:
+            return x + self.conv(ops.film_gelu(x, gamma.contiguous(), beta.contiguous()))
+        return x + self.conv(F.gelu(gamma[:, :, None, None] * x + beta[:, :, None, None]))

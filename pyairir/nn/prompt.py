@@ -11,21 +11,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyairir import ops
+from pyairir.nn.fast import like
+
 
 class PromptGenBlock(nn.Module):
     """Keys: prompt_param (1, prompt_len, prompt_dim, prompt_size, prompt_size) ~ U[0, 1);
     linear_layer (prompt_len, lin_dim) + bias; conv3x3 (prompt_dim, prompt_dim, 3, 3).
-    forward: x (B, lin_dim, H, W) -> prompt (B, prompt_dim, H, W)."""
+    forward: x (B, lin_dim, H, W) -> prompt (B, prompt_dim, H, W).
+    fast: weights, weighted sum and resize in one kernel (pyairir.ops.topk_prompt with k = prompt_len)."""
 
     def __init__(self, prompt_dim: int = 128, prompt_len: int = 5, prompt_size: int = 96,
-                 lin_dim: int = 192) -> None:
+                 lin_dim: int = 192, fast: bool = False) -> None:
         super().__init__()
         self.prompt_param = nn.Parameter(torch.rand(1, prompt_len, prompt_dim, prompt_size, prompt_size))
         self.linear_layer = nn.Linear(lin_dim, prompt_len)
         self.conv3x3 = nn.Conv2d(prompt_dim, prompt_dim, kernel_size=3, padding=1, bias=False)
+        self.fast = fast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = F.softmax(self.linear_layer(x.mean(dim=(-2, -1))), dim=1)  # (B, prompt_len)
+        logits = self.linear_layer(x.mean(dim=(-2, -1)))  # (B, prompt_len)
+        return self.conv3x3(self.route(logits, x.shape[-2:]))
+
+    def route(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Gate logits (B, prompt_len) -> the weighted prompt resized to size, (B, prompt_dim, *size)."""
+        if self.fast:
+            prompts = like(self.prompt_param[0], logits)
+            return ops.topk_prompt(logits, prompts, *size, prompts.shape[0], renormalize=False)[0]
+        weights = F.softmax(logits, dim=1)
         prompt = (weights[:, :, None, None, None] * self.prompt_param).sum(dim=1)  # (B, prompt_dim, s, s)
-        prompt = F.interpolate(prompt, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return self.conv3x3(prompt)
+        return F.interpolate(prompt, size=tuple(size), mode="bilinear", align_corners=False)

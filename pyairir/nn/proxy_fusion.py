@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyairir import ops, reference
+from pyairir.nn.fast import like
 from pyairir.nn.layer_norm import LayerNorm
 
 
@@ -25,9 +27,11 @@ class CrossAttention(nn.Module):
     Keys: temperature (heads, 1, 1); q (C, C, 1, 1), q_dwconv (C, 1, 3, 3); kv (2C, C, 1, 1),
     kv_dwconv (2C, 1, 3, 3); project_out (C, C, 1, 1).
     forward: x_q (B, C, Hq, Wq), x_kv (B, C, Hk, Wk) -> (B, C, Hq, Wq).
+    fast: the flash-style kernel pyairir.ops.proxy_attention, memory O(HqWq + HkWk) instead of
+    the (HqWq x HkWk) attention map.
     """
 
-    def __init__(self, dim: int, num_heads: int, bias: bool) -> None:
+    def __init__(self, dim: int, num_heads: int, bias: bool, fast: bool = False) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"CrossAttention: dim ({dim}) must be divisible by num_heads ({num_heads})")
@@ -38,19 +42,15 @@ class CrossAttention(nn.Module):
         self.q = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
         self.q_dwconv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+        self.fast = fast
 
     def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor) -> torch.Tensor:
-        b, c, hq, wq = x_q.shape
-        heads = self.num_heads
-
-        def tokens(t: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, heads, H*W, C/heads)
-            return t.reshape(b, heads, c // heads, -1).transpose(-2, -1)
-
         k, v = self.kv_dwconv(self.kv(x_kv)).chunk(2, dim=1)
-        q = F.normalize(tokens(self.q_dwconv(self.q(x_q))), dim=-1)
-        k, v = F.normalize(tokens(k), dim=-1), tokens(v)
-        attention = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)
-        out = (attention @ v).transpose(-2, -1).reshape(b, c, hq, wq)
+        q = self.q_dwconv(self.q(x_q))
+        if self.fast:
+            out = ops.proxy_attention(q, k, v, like(self.temperature, q), self.num_heads)
+        else:
+            out = reference.proxy_attention(q, k, v, self.temperature, self.num_heads)
         return self.project_out(out)
 
 

@@ -11,6 +11,8 @@ renormalises the k kept weights to sum to one (renormalize=True); the released C
 the raw softmax values (renormalize=False reproduces its checkpoints' outputs).
 Keys (same as PromptIR's PromptGenBlock): prompt_param (1, n, C, s, s), linear_layer (n, lin_dim),
 conv3x3 (C, C, 3, 3).
+fast: gate, gather, sum and resize in one kernel (pyairir.ops.topk_prompt); a forced selection
+(`forced`, for the contrastive negatives) runs the eager path.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyairir import ops
+from pyairir.nn.fast import like
+
 
 class SparsePromptModule(nn.Module):
     def __init__(self, prompt_dim: int = 128, prompt_len: int = 5, prompt_size: int = 96, lin_dim: int = 192,
-                 top_k: int = 1, renormalize: bool = True) -> None:
+                 top_k: int = 1, renormalize: bool = True, fast: bool = False) -> None:
         super().__init__()
         if not 1 <= top_k <= prompt_len:
             raise ValueError(f"SparsePromptModule: top_k must be in [1, prompt_len = {prompt_len}], got {top_k}")
@@ -33,6 +38,7 @@ class SparsePromptModule(nn.Module):
         self.forced: torch.Tensor | None = None  # (B, k) prompt indices to use instead of the gate's choice
         self.last_probabilities: torch.Tensor | None = None  # (B, n) softmax of the last forward, detached
         self.last_selection: torch.Tensor | None = None  # (B, k) indices the last forward used
+        self.fast = fast
 
     @property
     def prompt_len(self) -> int:
@@ -40,10 +46,21 @@ class SparsePromptModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, lin_dim, H, W) -> prompt (B, prompt_dim, H, W)."""
-        probabilities = F.softmax(self.linear_layer(x.mean(dim=(-2, -1))), dim=1).to(x.dtype)  # (B, n)
+        logits = self.linear_layer(x.mean(dim=(-2, -1)))  # (B, n)
+        return self.conv3x3(self.route(logits, x.shape[-2:]).to(x.dtype))
+
+    def route(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Gate logits (B, n) -> the prompt of the selected components resized to size, (B, C, *size);
+        records last_probabilities and last_selection."""
+        probabilities = F.softmax(logits, dim=1)
+        if self.fast and self.forced is None:
+            prompt, selection = ops.topk_prompt(logits, like(self.prompt_param[0], logits), *size, self.top_k,
+                                                self.renormalize)
+            self.last_probabilities, self.last_selection = probabilities.detach(), selection
+            return prompt
         if self.forced is not None:
-            selection = self.forced.to(x.device)
-            weights = torch.full(selection.shape, 1.0 / selection.shape[1], dtype=x.dtype, device=x.device)
+            selection = self.forced.to(logits.device)
+            weights = torch.full(selection.shape, 1.0 / selection.shape[1], dtype=logits.dtype, device=logits.device)
         else:
             weights, selection = probabilities.topk(self.top_k, dim=1)
             if self.renormalize:
@@ -51,5 +68,4 @@ class SparsePromptModule(nn.Module):
         self.last_probabilities, self.last_selection = probabilities.detach(), selection.detach()
         selected = self.prompt_param[0][selection]  # (B, k, C, s, s): only the chosen components
         prompt = (weights[:, :, None, None, None] * selected).sum(dim=1)
-        prompt = F.interpolate(prompt, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return self.conv3x3(prompt)
+        return F.interpolate(prompt, size=tuple(size), mode="bilinear", align_corners=False)

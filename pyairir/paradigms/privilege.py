@@ -143,28 +143,42 @@ class SIPL(Paradigm):
                 self.add_module(prefix.format(k), ProxyFusionBlock(channels[stage], heads[k - 1],
                                                                    ffn_expansion_factor, bias, LayerNorm_type))
 
-    def forward(self, degraded: torch.Tensor,
-                privileged_features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """degraded (B, 3, H, W) -> restored; privileged_features: {stage: encoder feature}, or None."""
-        return self.backbone.decode(self.backbone.encode(degraded), self._injector(degraded.shape[0],
-                                                                                   privileged_features))
+    def forward(self, degraded: torch.Tensor, privileged_features: dict[str, torch.Tensor] | None = None,
+                proxies: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """degraded (B, 3, H, W) -> restored; privileged_features: {stage: encoder feature}, or None;
+        proxies: {stage: F'_PI} computed beforehand (fused_dictionaries), instead of from the features."""
+        inject = self._injector(degraded.shape[0], privileged_features, proxies)
+        return self.backbone.decode(self.backbone.encode(degraded), inject)
 
-    def _injector(self, batch: int, privileged: dict[str, torch.Tensor] | None):
+    def _proxy(self, stage: str, batch: int, privileged: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        """F'_PI at a stage (Eq. 3): PD_k fused with the privileged features, or PD_k alone without them."""
+        k = self.index[stage]
+        dictionary = getattr(self, f"privileged_dictionary{k}").repeat(batch, 1, 1, 1)
+        if privileged is None:
+            return dictionary
+        proxy = getattr(self, f"p{k}_cross")(dictionary, privileged[stage])
+        if self.use_random_proxy:
+            w = torch.rand(batch, 1, 1, 1, device=proxy.device, dtype=proxy.dtype)
+            proxy = (1 - w) * proxy + w * dictionary
+        return proxy
+
+    def _injector(self, batch: int, privileged: dict[str, torch.Tensor] | None,
+                  proxies: dict[str, torch.Tensor] | None = None):
         def inject(stage: str, x: torch.Tensor) -> torch.Tensor:
             if stage not in self.index:
                 return x
-            k = self.index[stage]
-            dictionary = getattr(self, f"privileged_dictionary{k}").repeat(batch, 1, 1, 1)
-            if privileged is None:
-                proxy = dictionary
-            else:
-                proxy = getattr(self, f"p{k}_cross")(dictionary, privileged[stage])
-                if self.use_random_proxy:
-                    w = torch.rand(batch, 1, 1, 1, device=x.device, dtype=x.dtype)
-                    proxy = (1 - w) * proxy + w * dictionary
-            return getattr(self, f"cross_p{k}")(x, proxy)
+            proxy = proxies[stage] if proxies is not None else self._proxy(stage, batch, privileged)
+            return getattr(self, f"cross_p{self.index[stage]}")(x, proxy)  # Eq. 4
 
         return inject
+
+    @torch.no_grad()
+    def fused_dictionaries(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{stage: F'_PI (B, C, s, s)}: the dictionaries fused with the privileged features of `image`
+        (Eq. 3), each dictionary token attending to every pixel of the image's features. Computed
+        once per image, they let the decoder run on tiles with a global dictionary."""
+        privileged = self.privileged_features(image, restore=False)
+        return {stage: self._proxy(stage, image.shape[0], privileged) for stage in self.stages}
 
     @torch.no_grad()
     def privileged_features(self, image: torch.Tensor, restore: bool = True) -> dict[str, torch.Tensor]:
@@ -182,11 +196,20 @@ class SIPL(Paradigm):
         return {"loss": loss, "l1": loss.detach()}
 
     @torch.no_grad()
+    def refine(self, encoded: Encoded, previous: torch.Tensor) -> torch.Tensor:
+        """One step of the paper's loop, I^(t) = F(I_d, I^(t-1)) (Eq. 7), from I_d's encoding
+        `encoded` (backbone.encode(I_d), reused across steps) and previous = I^(t-1)."""
+        privileged = self.privileged_features(previous, restore=False)
+        return self.backbone.decode(encoded, self._injector(previous.shape[0], privileged))
+
+    @torch.no_grad()
     def restore(self, degraded: torch.Tensor, iterations: int = 1, loop: str = "paper",
                 guide: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Iterative self-refinement; returns [I^(0), ..., I^(iterations)] (iterations + 1 images).
 
-        loop="paper" (Eq. 5-7): I^(0) = F(I_d), I^(t) = F(I_d, I^(t-1)), the input staying I_d.
+        loop="paper" (Eq. 5-7): I^(0) = F(I_d), I^(t) = F(I_d, I^(t-1)), the input staying I_d; the
+            encoder runs on I_d once, so a refinement costs one encoder pass (of I^(t-1), for its
+            privileged features) and one decoder pass.
         loop="official" (the released test loop): I^(0) = F(I_d) and, with x_0 = I_d,
             x_t = F(x_{t-1}, F(x_{t-1})): each refinement restores the previous refinement again.
         guide: a clean image to take the privileged features from instead (the paper's upper
@@ -196,13 +219,16 @@ class SIPL(Paradigm):
             raise ValueError(f"SIPL.restore: loop must be 'paper' or 'official', got {loop!r}")
         if iterations < 0:
             raise ValueError(f"SIPL.restore: iterations must be >= 0, got {iterations}")
-        first = self(degraded)
+        # The degraded image's encoding is the same in every pass that takes I_d as input: computed once.
+        encoded = self.backbone.encode(degraded)
+        batch = degraded.shape[0]
+        first = self.backbone.decode(encoded, self._injector(batch, None))
         if guide is not None:
-            return [first, self(degraded, self.privileged_features(guide))]
+            return [first, self.backbone.decode(encoded, self._injector(batch, self.privileged_features(guide)))]
         outputs, current, unguided = [first], degraded, first
         for t in range(iterations):
             if loop == "paper":
-                outputs.append(self(degraded, self.privileged_features(outputs[-1], restore=False)))
+                outputs.append(self.refine(encoded, outputs[-1]))
                 continue
             current = self(current, self.privileged_features(unguided, restore=False))
             outputs.append(current)

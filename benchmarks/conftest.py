@@ -2,7 +2,7 @@
 end of the run the ratios that matter are printed as a table, measured in this one run, and
 written to .benchmarks/ratios.json next to pytest-benchmark's own data.
 
-    pytest benchmarks/                         # everything (about 15 minutes on 2 cores)
+    pytest benchmarks/                         # everything (about 25 minutes on 2 cores)
     pytest benchmarks/ -k "ops"                # the op benchmarks only
     pytest benchmarks/ --benchmark-json=b.json # plus pytest-benchmark's full JSON
     pytest benchmarks/ --reuse-freed-memory    # every variant with pyairir.runtime.reuse_freed_memory()
@@ -15,6 +15,7 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,33 +28,100 @@ import pyairir
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="pyairir-benchmarks-inductor-"))
 os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
 
-# (group, variant) -> median seconds; (group, variant + " compile") -> first-call seconds.
+# (group, variant) -> median seconds (megabytes of peak RSS for groups ending in "peak RSS");
+# (group, variant + " compile") -> first-call seconds.
 RESULTS: dict[tuple[str, str], float] = {}
 
-# The claims: (what, group, slower variant, faster variant, target ratio slower / faster).
+
+@dataclass(frozen=True)
+class Claim:
+    """What `pytest benchmarks/` checks: the ratio of two variants of one group, larger / smaller
+    (time or memory), at least `target` (or at most, for claims that something stays flat)."""
+
+    what: str
+    group: str
+    larger: str
+    smaller: str
+    target: float | None = None
+    at_most: bool = False
+
+    def met(self, ratio: float) -> bool | None:
+        if self.target is None:
+            return None
+        return ratio <= self.target if self.at_most else ratio >= self.target
+
+    def target_text(self) -> str:
+        return "-" if self.target is None else f"{'<=' if self.at_most else '>='}{self.target:g}"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """An absolute bound on one variant's value (seconds, or MB of peak RSS)."""
+
+    what: str
+    group: str
+    variant: str
+    limit: float
+
+
+def unit(group: str) -> str:
+    return "MB" if group.endswith("peak RSS") else "s"
+
+
+def shown(group: str, value: float) -> str:
+    return f"{value:.0f} MB" if unit(group) == "MB" else f"{value * 1e3:.1f} ms"
+
+
 TARGETS = [
-    ("LayerNorm op vs official LayerNorm, 96x256x256, NCHW", "layer_norm", "official", "op NCHW", 15.0),
-    ("LayerNorm op vs official LayerNorm, 96x256x256, channels_last", "layer_norm", "official", "op channels_last",
-     15.0),
-    ("MDTA op vs eager, forward, 96x256x256 (qkv NCHW)", "mdta forward", "eager", "op NCHW", 3.0),
-    ("MDTA op vs eager, forward, 96x256x256 (qkv channels_last)", "mdta forward", "eager", "op channels_last", 3.0),
-    ("MDTA op vs eager, forward+backward, 96x256x256 (NCHW q, k, v)", "mdta forward+backward", "eager", "op NCHW",
-     2.0),
-    ("MDTA op vs eager, forward+backward (channels_last q, k, v)", "mdta forward+backward", "eager",
-     "op channels_last", 2.0),
-    ("gated_gelu (dwconv + gate) vs eager, forward, 510x256x256", "gated_gelu forward", "eager", "op channels_last",
-     None),
-    ("gated_gelu vs eager, forward+backward", "gated_gelu forward+backward", "eager", "op channels_last", None),
-    ("PromptIR fast fp32 vs eager fp32, 3x256x256", "promptir inference", "eager fp32", "fast fp32", 2.5),
-    ("PromptIR fast fp32 vs torch.compile fp32", "promptir inference", "compile fp32", "fast fp32", 1.0),
-    ("PromptIR fast bf16 vs torch.compile + bf16 autocast", "promptir inference", "compile bf16 autocast",
-     "fast bf16", 1.0),
-    ("Restormer fast fp32 vs eager fp32, 3x256x256", "restormer inference", "eager fp32", "fast fp32", 2.5),
-    ("Restormer fast fp32 vs torch.compile fp32", "restormer inference", "compile fp32", "fast fp32", 1.0),
-    ("Restormer fast bf16 vs torch.compile + bf16 autocast", "restormer inference", "compile bf16 autocast",
-     "fast bf16", 1.0),
-    ("NAFNet-SIDD-w32 fast fp32 vs eager fp32, 3x256x256", "nafnet inference", "eager fp32", "fast fp32", None),
-    ("PromptIR training step (fwd+bwd, 2x3x128x128) fast vs eager", "promptir training step", "eager", "fast", 1.8),
+    Claim("LayerNorm op vs official LayerNorm, 96x256x256, NCHW", "layer_norm", "official", "op NCHW", 15.0),
+    Claim("LayerNorm op vs official LayerNorm, 96x256x256, channels_last", "layer_norm", "official",
+          "op channels_last", 15.0),
+    Claim("MDTA op vs eager, forward, 96x256x256 (qkv NCHW)", "mdta forward", "eager", "op NCHW", 3.0),
+    Claim("MDTA op vs eager, forward, 96x256x256 (qkv channels_last)", "mdta forward", "eager", "op channels_last",
+          3.0),
+    Claim("MDTA op vs eager, forward+backward, 96x256x256 (NCHW q, k, v)", "mdta forward+backward", "eager",
+          "op NCHW", 2.0),
+    Claim("MDTA op vs eager, forward+backward (channels_last q, k, v)", "mdta forward+backward", "eager",
+          "op channels_last", 2.0),
+    Claim("gated_gelu (dwconv + gate) vs eager, forward, 510x256x256", "gated_gelu forward", "eager",
+          "op channels_last"),
+    Claim("gated_gelu vs eager, forward+backward", "gated_gelu forward+backward", "eager", "op channels_last"),
+    Claim("film_gelu op vs eager FiLM + GELU, forward, 96x256x256 NCHW", "film_gelu forward", "eager", "op NCHW", 2.0),
+    Claim("film_gelu op vs eager FiLM + GELU, forward, channels_last", "film_gelu forward", "eager",
+          "op channels_last", 2.0),
+    Claim("film_gelu op vs eager, forward+backward, channels_last", "film_gelu forward+backward", "eager",
+          "op channels_last"),
+    Claim("topk_prompt (k=1 of 5) vs eager PromptGenBlock routing (5 prompts), 64x256x256", "topk_prompt",
+          "eager, 5 prompts", "op k=1, 5 prompts", 3.0),
+    Claim("topk_prompt k=1: 15 prompts / 5 prompts (flat)", "topk_prompt", "op k=1, 15 prompts",
+          "op k=1, 5 prompts", 1.1, at_most=True),
+    Claim("topk_prompt dense (fast PromptGenBlock) vs eager PromptGenBlock routing, 5 prompts", "topk_prompt",
+          "eager, 5 prompts", "fast PromptGenBlock, 5 prompts"),
+    Claim("topk_prompt k=1 vs eager routing, forward+backward, 5 prompts", "topk_prompt forward+backward",
+          "eager, 5 prompts", "op k=1, 5 prompts"),
+    Claim("proxy_attention op vs eager, 65536 queries x 4096 keys, C=96", "proxy_attention forward", "eager", "op",
+          None),
+    Claim("SIPL-PromptIR guided pass, 3x512x512: fast vs eager", "sipl guided pass 512", "eager", "fast", 3.0),
+    Claim("SIPL-PromptIR guided pass, 3x512x512: peak RSS eager / fast", "sipl guided pass 512 peak RSS", "eager",
+          "fast", 2.0),
+    Claim("SIPL refinement (paper loop), 3x256x256: full pass / cached encoder", "sipl refinement 256",
+          "full pass", "cached encoder", 1 / 0.7),
+    Claim("PromptIR fast fp32 vs eager fp32, 3x256x256", "promptir inference", "eager fp32", "fast fp32", 2.5),
+    Claim("PromptIR fast fp32 vs torch.compile fp32", "promptir inference", "compile fp32", "fast fp32", 1.0),
+    Claim("PromptIR fast bf16 vs torch.compile + bf16 autocast", "promptir inference", "compile bf16 autocast",
+          "fast bf16", 1.0),
+    Claim("Restormer fast fp32 vs eager fp32, 3x256x256", "restormer inference", "eager fp32", "fast fp32", 2.5),
+    Claim("Restormer fast fp32 vs torch.compile fp32", "restormer inference", "compile fp32", "fast fp32", 1.0),
+    Claim("Restormer fast bf16 vs torch.compile + bf16 autocast", "restormer inference", "compile bf16 autocast",
+          "fast bf16", 1.0),
+    Claim("NAFNet-SIDD-w32 fast fp32 vs eager fp32, 3x256x256", "nafnet inference", "eager fp32", "fast fp32"),
+    Claim("PromptIR training step (fwd+bwd, 2x3x128x128) fast vs eager", "promptir training step", "eager", "fast",
+          1.8),
+]
+
+LIMITS = [
+    Limit("SIPL-PromptIR restore (2 iterations), 3x1024x1024, fast: peak RSS", "sipl restore 1024 peak RSS", "fast",
+          8192.0),
 ]
 
 
@@ -92,38 +160,51 @@ def record_compile_time(group: str, variant: str, first_call) -> float:
 
 
 def _rows():
-    for what, group, slow, fast, target in TARGETS:
-        if (group, slow) in RESULTS and (group, fast) in RESULTS:
-            ratio = RESULTS[(group, slow)] / RESULTS[(group, fast)]
-            yield what, RESULTS[(group, slow)], RESULTS[(group, fast)], ratio, target
+    for claim in TARGETS:
+        larger, smaller = RESULTS.get((claim.group, claim.larger)), RESULTS.get((claim.group, claim.smaller))
+        if larger is not None and smaller is not None:
+            yield claim, larger, smaller, larger / smaller
+
+
+def _limits():
+    for limit in LIMITS:
+        if (limit.group, limit.variant) in RESULTS:
+            yield limit, RESULTS[(limit.group, limit.variant)]
 
 
 def pytest_terminal_summary(terminalreporter):
-    rows = list(_rows())
-    if not rows:
+    rows, limits = list(_rows()), list(_limits())
+    if not rows and not limits:
         return
     write = terminalreporter.write_line
     write("")
     reuse = terminalreporter.config.getoption("--reuse-freed-memory")
-    write(f"pyairir speed ratios (one run; {torch.get_num_threads()} threads, torch {torch.__version__}, "
+    write(f"pyairir speed and memory ratios (one run; {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"{platform.processor() or platform.machine()}, freed memory {'reused' if reuse else 'returned (default)'})")
-    write(f"{'claim':<66} {'slower':>9} {'faster':>9} {'ratio':>7} {'target':>7}")
-    for what, slow, fast, ratio, target in rows:
-        verdict = "" if target is None else (" met" if ratio >= target else " MISSED")
-        target_text = "-" if target is None else f">={target:g}"
-        write(f"{what:<66} {slow * 1e3:>7.1f}ms {fast * 1e3:>7.1f}ms {ratio:>6.2f}x {target_text:>7}{verdict}")
+    write(f"{'claim':<78} {'larger':>10} {'smaller':>10} {'ratio':>7} {'target':>7}")
+    for claim, larger, smaller, ratio in rows:
+        met = claim.met(ratio)
+        verdict = "" if met is None else (" met" if met else " MISSED")
+        write(f"{claim.what:<78} {shown(claim.group, larger):>10} {shown(claim.group, smaller):>10} {ratio:>6.2f}x "
+              f"{claim.target_text():>7}{verdict}")
+    for limit, value in limits:
+        verdict = "met" if value <= limit.limit else "MISSED"
+        write(f"{limit.what:<78} {shown(limit.group, value):>10} (limit {shown(limit.group, limit.limit)}) {verdict}")
     compiles = {k: v for k, v in RESULTS.items() if k[1].endswith(" compile")}
     for (group, variant), seconds in sorted(compiles.items()):
         write(f"  {group}: {variant} time (first call) {seconds:.1f} s")
-    _write_json(rows, compiles, reuse)
+    _write_json(rows, limits, compiles, reuse)
 
 
-def _write_json(rows, compiles, reuse: bool) -> None:
+def _write_json(rows, limits, compiles, reuse: bool) -> None:
     data = {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
         "reuse_freed_memory": reuse,
-        "medians_seconds": {f"{g} | {v}": t for (g, v), t in RESULTS.items()},
-        "ratios": [{"claim": w, "slower_s": s, "faster_s": f, "ratio": r, "target": t} for w, s, f, r, t in rows],
+        "medians": {f"{g} | {v}": t for (g, v), t in RESULTS.items()},
+        "ratios": [{"claim": c.what, "unit": unit(c.group), "larger": a, "smaller": b, "ratio": r,
+                    "target": c.target_text(), "met": c.met(r)} for c, a, b, r in rows],
+        "limits": [{"claim": lim.what, "unit": unit(lim.group), "value": v, "limit": lim.limit,
+                    "met": v <= lim.limit} for lim, v in limits],
         "compile_seconds": {f"{g} | {v}": t for (g, v), t in compiles.items()},
     }
     directory = Path(".benchmarks")

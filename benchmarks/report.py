@@ -14,23 +14,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _value(value: float, unit: str) -> str:
+    return f"{value:.0f} MB" if unit == "MB" else f"{value * 1e3:.1f} ms"
+
+
 def render(data: dict) -> str:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `python -m benchmarks.report` from the ratios `pytest benchmarks/` measured in one run "
+        "Written by `python -m benchmarks.report` from what `pytest benchmarks/` measured in one run "
         f"(torch {data['torch']}, {data['threads']} threads, {data['machine']}, "
         f"{'with' if data['reuse_freed_memory'] else 'without'} `pyairir.runtime.reuse_freed_memory()`). "
-        "Times are medians; a ratio is slower / faster.",
+        "Times are medians, memory is peak RSS of a fresh process; a ratio is larger / smaller.",
         "",
-        "| claim | slower | faster | ratio | target |",
+        "| claim | larger | smaller | ratio | target |",
         "|---|---:|---:|---:|---:|",
     ]
     for row in data["ratios"]:
-        target = "-" if row["target"] is None else (
-            f">= {row['target']:g} ({'met' if row['ratio'] >= row['target'] else 'missed'})")
-        lines.append(f"| {row['claim']} | {row['slower_s'] * 1e3:.1f} ms | {row['faster_s'] * 1e3:.1f} ms | "
-                     f"{row['ratio']:.2f}x | {target} |")
+        verdict = "" if row["met"] is None else (" (met)" if row["met"] else " (missed)")
+        lines.append(f"| {row['claim']} | {_value(row['larger'], row['unit'])} | "
+                     f"{_value(row['smaller'], row['unit'])} | {row['ratio']:.2f}x | {row['target']}{verdict} |")
+    if data.get("limits"):
+        lines += ["", "| claim | value | limit |", "|---|---:|---:|"]
+        lines += [f"| {row['claim']} | {_value(row['value'], row['unit'])} | {_value(row['limit'], row['unit'])} "
+                  f"({'met' if row['met'] else 'missed'}) |" for row in data["limits"]]
     if data["compile_seconds"]:
         lines += ["", "torch.compile time (first call, tracing and code generation):", ""]
         lines += [f"- {name}: {seconds:.1f} s" for name, seconds in sorted(data["compile_seconds"].items())]

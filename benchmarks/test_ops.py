@@ -96,3 +96,81 @@ def test_gated_gelu_forward_backward(measure, variant):
         out.backward(torch.ones_like(out))
 
     measure("gated_gelu forward+backward", variant, step, rounds=5)
+
+
+def film_inputs(channels_last: bool, requires_grad: bool = False):
+    """LUPI's Degradation-aware Block at a 96-channel level: x and per-sample, per-channel gamma, beta."""
+    generator = torch.Generator().manual_seed(1)
+    gamma, beta = 1 + torch.randn(1, 96, generator=generator), torch.randn(1, 96, generator=generator)
+    return [t.requires_grad_(requires_grad) for t in (image(96, channels_last), gamma, beta)]
+
+
+@pytest.mark.parametrize("variant", ["eager", "op NCHW", "op channels_last"])
+def test_film_gelu_forward(measure, variant):
+    x, gamma, beta = film_inputs(variant.endswith("channels_last"))
+    modulate = reference.film_gelu if variant == "eager" else ops.film_gelu
+    with torch.no_grad():
+        measure("film_gelu forward", variant, lambda: modulate(x, gamma, beta), rounds=20)
+
+
+@pytest.mark.parametrize("variant", ["eager", "op channels_last"])
+def test_film_gelu_forward_backward(measure, variant):
+    x, gamma, beta = film_inputs(True, requires_grad=True)
+    modulate = reference.film_gelu if variant == "eager" else ops.film_gelu
+
+    def step():
+        out = modulate(x, gamma, beta)
+        out.backward(torch.ones_like(out))
+
+    measure("film_gelu forward+backward", variant, step, rounds=10)
+
+
+def prompt_router(variant: str) -> torch.nn.Module:
+    """PromptIR's prompt1 (64 channels, 64x64 components) as the eager PromptGenBlock, as CPL's
+    SparsePromptModule with top-1 routing on the fused kernel, or as the fast PromptGenBlock (the
+    kernel's dense case, k = n)."""
+    from pyairir.nn import PromptGenBlock, SparsePromptModule
+
+    n = 15 if "15" in variant else 5
+    torch.manual_seed(0)
+    if variant.startswith("eager") or variant.startswith("fast PromptGenBlock"):
+        return PromptGenBlock(64, prompt_len=n, prompt_size=64, lin_dim=96, fast=variant.startswith("fast"))
+    return SparsePromptModule(64, prompt_len=n, prompt_size=64, lin_dim=96, top_k=1, fast=True)
+
+
+TOPK_VARIANTS = ["eager, 5 prompts", "op k=1, 5 prompts", "op k=1, 15 prompts", "fast PromptGenBlock, 5 prompts"]
+
+
+@pytest.mark.parametrize("variant", TOPK_VARIANTS)
+def test_topk_prompt(measure, variant):
+    """Routing only (gate logits -> prompt at a 256x256 level, before the shared 3x3 conv)."""
+    router = prompt_router(variant)
+    logits = torch.randn(1, router.prompt_param.shape[1], generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        measure("topk_prompt", variant, lambda: router.route(logits, (SIZE, SIZE)), rounds=30)
+
+
+@pytest.mark.parametrize("variant", TOPK_VARIANTS[:2])
+def test_topk_prompt_forward_backward(measure, variant):
+    router = prompt_router(variant)
+    logits = torch.randn(1, router.prompt_param.shape[1], generator=torch.Generator().manual_seed(2),
+                         requires_grad=True)
+
+    def step():
+        router.zero_grad(set_to_none=True)
+        out = router.route(logits, (SIZE, SIZE))
+        out.backward(torch.ones_like(out))
+
+    measure("topk_prompt forward+backward", variant, step, rounds=10)
+
+
+@pytest.mark.parametrize("variant", ["eager", "op"])
+def test_proxy_attention(measure, variant):
+    """SIPL's fusion at PromptIR's level 2 for a 512x512 image: 256x256 features over a 64x64 dictionary."""
+    generator = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 96, SIZE, SIZE, generator=generator)
+    k, v = torch.randn(1, 192, 64, 64, generator=generator).chunk(2, dim=1)
+    t = torch.ones(1, 1, 1)
+    attend = reference.proxy_attention if variant == "eager" else ops.proxy_attention
+    with torch.no_grad():
+        measure("proxy_attention forward", variant, lambda: attend(q, k, v, t, 1), rounds=3)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pyairir import ops, reference
+from pyairir.nn.banded import in_bands, wants_bands
 from pyairir.nn.fast import like
 
 
@@ -31,8 +32,10 @@ class MDTA(nn.Module):
         self.fast = fast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W) -> (B, C, H, W)."""
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        """x (B, C, H, W) -> (B, C, H, W). fast=True without autograd projects large images in bands
+        of rows (pyairir.nn.banded): the 3C-channel 1x1 projection never exists whole."""
+        project = lambda t: self.qkv_dwconv(self.qkv(t))  # noqa: E731
+        q, k, v = (in_bands(project, x) if wants_bands(self.fast, x) else project(x)).chunk(3, dim=1)
         if self.fast:
             x = ops.mdta(q, k, v, like(self.temperature, q), self.num_heads)
         else:

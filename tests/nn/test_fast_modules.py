@@ -59,3 +59,26 @@ def test_set_fast_keeps_parameters_and_flips_back():
     set_fast(module, False)
     assert not module.attn.fast and module.attn.qkv_dwconv.weight.is_contiguous()
     assert [id(p) for p in module.parameters()] == parameters
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("name", ["gdfn", "mdta_heads2"])
+def test_inference_in_bands_equals_whole_image(monkeypatch, name, channels_last):
+    """Without autograd, GDFN and MDTA run a large image's wide projections in bands of rows
+    (each with one row of context): the same values as one pass over the whole image."""
+    from pyairir.nn import banded
+
+    monkeypatch.setattr(banded, "BAND_PIXELS", 4 * 9)  # bands of 4 rows of a 9-pixel-wide image
+    fast = set_fast(build(name), channels_last=channels_last)
+    x = torch.randn(2, MODULES[name][1], 19, 9, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    projection = fast.project_in if name == "gdfn" else fast.qkv
+    calls = []
+    projection.register_forward_hook(lambda *_: calls.append(1))
+    whole = fast(x)  # autograd on: one pass
+    assert len(calls) == 1
+    with torch.no_grad():
+        banded_out = fast(x)
+    assert len(calls) == 1 + 5  # 19 rows in bands of 4
+    torch.testing.assert_close(banded_out, whole, atol=1e-12, rtol=1e-12)

@@ -63,6 +63,13 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
+def _new_file_mode() -> int:
+    """The permissions open() would give a new file: 0o666 without the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_image(path: str | os.PathLike, image: torch.Tensor) -> None:
     """Writes (3, H, W) in [0, 1] to `path` (format from the suffix), atomically: a temporary file
     in the same folder is renamed over the destination only once complete."""
@@ -77,6 +84,7 @@ def write_image(path: str | os.PathLike, image: torch.Tensor) -> None:
     options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
     try:
         Image.fromarray(to_uint8(image)).save(temporary, **options)
+        os.chmod(temporary, _new_file_mode())  # mkstemp creates it 0600; a new file gets 0666 & ~umask
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

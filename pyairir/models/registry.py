@@ -26,6 +26,9 @@ CONFIGS: dict[str, tuple[type[nn.Module], dict[str, Any], str]] = {
                          "NAFNet options/test/GoPro/NAFNet-width32.yml (NAFNetLocal)"),
     "nafnet_gopro_w64": (NAFNetLocal, {"width": 64, **_NAFNET_GOPRO},
                          "NAFNet options/test/GoPro/NAFNet-width64.yml (NAFNetLocal)"),
+    "nafnet_demo": (NAFNet, {"width": 24, "middle_blk_num": 2, "enc_blk_nums": [1, 1, 1, 1],
+                             "dec_blk_nums": [1, 1, 1, 1]},
+                    "pyairir's demo model: a small NAFNet (3.6 M) trained here, see scripts/train_demo.py"),
 }
 
 

@@ -1,14 +1,16 @@
 // film_gelu on CPU: GELU(gamma * x + beta) with per-sample, per-channel gamma and beta,
 // in one pass over x. NCHW: one task per (sample, channel) plane, vectorised over its pixels;
-// channels_last: one task per (sample, block of channels), vectorised over the channels of each
-// pixel. Each gamma/beta gradient is summed inside a single task in a fixed order, so results do
-// not depend on the thread count.
+// channels_last: one task per (sample, block of kPixelBlock pixels), vectorised over the channels
+// of each pixel. The gamma/beta gradients are summed within a task in a fixed order (NCHW: the
+// whole plane; channels_last: one partial sum per pixel block, then the blocks in order), so
+// results do not depend on the thread count.
 #include "vec.h"  // first: selects at::vec's instruction set
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <vector>
 
 #include "../checks.h"
 #include "vec_loops.h"
@@ -16,7 +18,7 @@
 namespace pyairir {
 namespace {
 
-constexpr int64_t kChannelBlock = 64;
+constexpr int64_t kPixelBlock = 512;
 
 template <typename A>
 inline Vec<A> cdf(Vec<A> z) {
@@ -31,7 +33,7 @@ inline Vec<A> gelu_derivative(Vec<A> z) {
 struct Geometry {
   int64_t B, C, P;
   bool channels_last;
-  int64_t blocks() const { return (C + kChannelBlock - 1) / kChannelBlock; }
+  int64_t blocks() const { return (P + kPixelBlock - 1) / kPixelBlock; }
   int64_t tasks() const { return channels_last ? B * blocks() : B * C; }
 };
 
@@ -44,11 +46,10 @@ void forward_kernel(const scalar_t* x, const scalar_t* gamma, const scalar_t* be
   at::parallel_for(0, g.tasks(), 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       if (g.channels_last) {
-        const int64_t b = t / g.blocks(), c0 = (t % g.blocks()) * kChannelBlock;
-        const int64_t cn = std::min(kChannelBlock, g.C - c0);
-        for (int64_t p = 0; p < g.P; ++p)
-          vec_for<A>(cn, [&](int64_t i, int64_t k) {
-            const int64_t at = (b * g.P + p) * g.C + c0 + i, param = b * g.C + c0 + i;
+        const int64_t b = t / g.blocks(), p0 = (t % g.blocks()) * kPixelBlock, p1 = std::min(g.P, p0 + kPixelBlock);
+        for (int64_t p = p0; p < p1; ++p)
+          vec_for<A>(g.C, [&](int64_t c, int64_t k) {
+            const int64_t at = (b * g.P + p) * g.C + c, param = b * g.C + c;
             store_acc(apply(load_acc(x + at, k), load_acc(gamma + param, k), load_acc(beta + param, k)), y + at, k);
           });
       } else {  // t = b * C + c: one plane, one gamma and beta
@@ -72,41 +73,49 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, const scalar_t* gamm
     sum_beta = sum_beta + dz;
     return gv * dz;
   };
-  at::parallel_for(0, g.tasks(), 1, [&](int64_t begin, int64_t end) {
-    std::vector<Vec<A>> sum_gamma(kChannelBlock / Vec<A>::size() + 1), sum_beta(sum_gamma.size());
-    for (int64_t t = begin; t < end; ++t) {
-      std::fill(sum_gamma.begin(), sum_gamma.end(), Vec<A>(A(0)));
-      std::fill(sum_beta.begin(), sum_beta.end(), Vec<A>(A(0)));
-      if (g.channels_last) {
-        const int64_t b = t / g.blocks(), c0 = (t % g.blocks()) * kChannelBlock;
-        const int64_t cn = std::min(kChannelBlock, g.C - c0);
-        for (int64_t p = 0; p < g.P; ++p)
-          vec_for<A>(cn, [&](int64_t i, int64_t k) {
-            const int64_t at = (b * g.P + p) * g.C + c0 + i, param = b * g.C + c0 + i, v = i / Vec<A>::size();
+  if (g.channels_last) {
+    // partial[b][block] = (sum over the block's pixels of x dz, of dz) per channel; then the blocks in order.
+    std::vector<A> partial(g.B * g.blocks() * 2 * g.C);
+    at::parallel_for(0, g.tasks(), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t b = t / g.blocks(), p0 = (t % g.blocks()) * kPixelBlock, p1 = std::min(g.P, p0 + kPixelBlock);
+        A* sums = partial.data() + t * 2 * g.C;
+        std::fill(sums, sums + 2 * g.C, A(0));
+        for (int64_t p = p0; p < p1; ++p)
+          vec_for<A>(g.C, [&](int64_t c, int64_t k) {
+            const int64_t at = (b * g.P + p) * g.C + c, param = b * g.C + c;
+            Vec<A> sum_gamma = load(sums + c, k), sum_beta = load(sums + g.C + c, k);
             store_acc(step(load_acc(x + at, k), load_acc(dy + at, k), load_acc(gamma + param, k),
-                           load_acc(beta + param, k), sum_gamma[v], sum_beta[v]),
+                           load_acc(beta + param, k), sum_gamma, sum_beta),
                       dx + at, k);
+            sum_gamma.store(sums + c, k);
+            sum_beta.store(sums + g.C + c, k);
           });
-        A gamma_sums[kChannelBlock + Vec<A>::size()], beta_sums[kChannelBlock + Vec<A>::size()];
-        for (size_t v = 0; v < sum_gamma.size(); ++v) {
-          sum_gamma[v].store(gamma_sums + v * Vec<A>::size());
-          sum_beta[v].store(beta_sums + v * Vec<A>::size());
-        }
-        for (int64_t i = 0; i < cn; ++i) {
-          dgamma[b * g.C + c0 + i] = scalar_t(gamma_sums[i]);
-          dbeta[b * g.C + c0 + i] = scalar_t(beta_sums[i]);
-        }
-      } else {  // t = b * C + c; a partial last vector loads zeros, which add nothing
-        const Vec<A> gv = Vec<A>(A(gamma[t])), bv = Vec<A>(A(beta[t]));
-        vec_for<A>(g.P, [&](int64_t i, int64_t k) {
-          store_acc(step(load_acc(x + t * g.P + i, k), load_acc(dy + t * g.P + i, k), gv, bv, sum_gamma[0],
-                         sum_beta[0]),
-                    dx + t * g.P + i, k);
-        });
-        auto total = [](Vec<A> v) { return at::vec::vec_reduce_all<A>([](Vec<A> a, Vec<A> b) { return a + b; }, v); };
-        dgamma[t] = scalar_t(total(sum_gamma[0]));
-        dbeta[t] = scalar_t(total(sum_beta[0]));
       }
+    });
+    for (int64_t b = 0; b < g.B; ++b)
+      for (int64_t c = 0; c < g.C; ++c) {
+        A sum_gamma = A(0), sum_beta = A(0);
+        for (int64_t block = 0; block < g.blocks(); ++block) {
+          sum_gamma += partial[((b * g.blocks() + block) * 2) * g.C + c];
+          sum_beta += partial[((b * g.blocks() + block) * 2 + 1) * g.C + c];
+        }
+        dgamma[b * g.C + c] = scalar_t(sum_gamma);
+        dbeta[b * g.C + c] = scalar_t(sum_beta);
+      }
+    return;
+  }
+  at::parallel_for(0, g.tasks(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {  // t = b * C + c; a partial last vector loads zeros, which add nothing
+      const Vec<A> gv = Vec<A>(A(gamma[t])), bv = Vec<A>(A(beta[t]));
+      Vec<A> sum_gamma(A(0)), sum_beta(A(0));
+      vec_for<A>(g.P, [&](int64_t i, int64_t k) {
+        store_acc(step(load_acc(x + t * g.P + i, k), load_acc(dy + t * g.P + i, k), gv, bv, sum_gamma, sum_beta),
+                  dx + t * g.P + i, k);
+      });
+      auto total = [](Vec<A> v) { return at::vec::vec_reduce_all<A>([](Vec<A> a, Vec<A> b) { return a + b; }, v); };
+      dgamma[t] = scalar_t(total(sum_gamma));
+      dbeta[t] = scalar_t(total(sum_beta));
     }
   });
 }

@@ -12,7 +12,7 @@ import torch
 from pyairir.ops import layout
 
 # Images larger than twice this many pixels run in bands of rows of about this many pixels.
-BAND_PIXELS = 1 << 16
+BAND_PIXELS = 1 << 15
 
 
 def wants_bands(fast: bool, x: torch.Tensor) -> bool:

@@ -25,12 +25,15 @@ class GDFN(nn.Module):
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
         self.fast = fast
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W) -> (B, C, H, W). fast=True fuses dwconv and the gate in one op and, without
-        autograd, runs large images in bands of rows (the same values, a fraction of the memory)."""
-        if wants_bands(self.fast, x):
-            return in_bands(self._gated_ffn, x)
-        return self._gated_ffn(x)
+    def forward(self, x: torch.Tensor, norm: nn.Module | None = None) -> torch.Tensor:
+        """x (B, C, H, W) -> (B, C, H, W), of norm(x) if a per-pixel `norm` is given (TransformerBlock
+        passes its norm2). fast=True fuses dwconv and the gate in one op and, without autograd, runs
+        large images in bands of rows, the norm included (the same values, a fraction of the memory)."""
+
+        def feed_forward(t: torch.Tensor) -> torch.Tensor:
+            return self._gated_ffn(t if norm is None else norm(t))
+
+        return in_bands(feed_forward, x) if wants_bands(self.fast, x) else feed_forward(x)
 
     def _gated_ffn(self, x: torch.Tensor) -> torch.Tensor:
         x = self.project_in(x)

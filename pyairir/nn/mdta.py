@@ -31,15 +31,23 @@ class MDTA(nn.Module):
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
         self.fast = fast
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W) -> (B, C, H, W). fast=True without autograd projects large images in bands
-        of rows (pyairir.nn.banded): the 3C-channel 1x1 projection never exists whole."""
-        project = lambda t: self.qkv_dwconv(self.qkv(t))  # noqa: E731
-        q, k, v = (in_bands(project, x) if wants_bands(self.fast, x) else project(x)).chunk(3, dim=1)
+    def forward(self, x: torch.Tensor, norm: nn.Module | None = None) -> torch.Tensor:
+        """x (B, C, H, W) -> (B, C, H, W); attends to norm(x) if a per-pixel `norm` is given
+        (TransformerBlock passes its norm1). fast=True without autograd projects large images in
+        bands of rows (pyairir.nn.banded), the norm included: neither the normalised image nor
+        its 3C-channel projection exists whole."""
+
+        def project(t: torch.Tensor) -> torch.Tensor:
+            return self.qkv_dwconv(self.qkv(t if norm is None else norm(t)))
+
+        qkv = in_bands(project, x) if wants_bands(self.fast, x) else project(x)
+        q, k, v = qkv.chunk(3, dim=1)
+        del qkv  # q, k, v are views: their memory goes as soon as the attention is done
         if self.fast:
             x = ops.mdta(q, k, v, like(self.temperature, q), self.num_heads)
         else:
             x = reference.mdta(q, k, v, self.temperature, self.num_heads)
+        del q, k, v
         return self.project_out(x)
 
 

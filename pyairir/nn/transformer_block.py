@@ -22,5 +22,7 @@ class TransformerBlock(nn.Module):
         self.ffn = GDFN(dim, ffn_expansion_factor, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
+        """x + attn(norm1(x)), then x + ffn(norm2(x)) (Restormer Fig. 2); each norm runs inside its
+        sublayer, which lets fast inference band it with the sublayer's projections."""
+        x = x + self.attn(x, self.norm1)
+        return x + self.ffn(x, self.norm2)

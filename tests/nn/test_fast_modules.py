@@ -62,10 +62,10 @@ def test_set_fast_keeps_parameters_and_flips_back():
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-@pytest.mark.parametrize("name", ["gdfn", "mdta_heads2"])
+@pytest.mark.parametrize("name", ["gdfn", "mdta_heads2", "transformer_block"])
 def test_inference_in_bands_equals_whole_image(monkeypatch, name, channels_last):
-    """Without autograd, GDFN and MDTA run a large image's wide projections in bands of rows
-    (each with one row of context): the same values as one pass over the whole image."""
+    """Without autograd, GDFN and MDTA run a large image's wide projections (with TransformerBlock's
+    norms) in bands of rows, each with one row of context: the same values as one whole pass."""
     from pyairir.nn import banded
 
     monkeypatch.setattr(banded, "BAND_PIXELS", 4 * 9)  # bands of 4 rows of a 9-pixel-wide image
@@ -73,7 +73,8 @@ def test_inference_in_bands_equals_whole_image(monkeypatch, name, channels_last)
     x = torch.randn(2, MODULES[name][1], 19, 9, dtype=torch.float64)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    projection = fast.project_in if name == "gdfn" else fast.qkv
+    projection = {"gdfn": lambda m: m.project_in, "mdta_heads2": lambda m: m.qkv,
+                  "transformer_block": lambda m: m.attn.qkv}[name](fast)
     calls = []
     projection.register_forward_hook(lambda *_: calls.append(1))
     whole = fast(x)  # autograd on: one pass

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pyairir._files import write_text_atomic
+
 EXIT_ERROR = 1
 
 
@@ -58,7 +60,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser, default_model: str) ->
     parser.add_argument("--paradigm", default="none", choices=("none", "pl", "sipl", "lupi", "cpl"),
                         help="the paradigm the checkpoint was trained with")
     parser.add_argument("--tile", type=int, help="restore in tiles of this size (bounded memory for large images)")
-    parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+    parser.add_argument("--overlap", type=int, default=32,
+                        help="tile overlap in pixels; neighbouring tiles cross-fade over its middle half (default 32)")
     parser.add_argument("--iterations", type=int, help="SIPL self-refinement iterations")
     parser.add_argument("--eager", action="store_true", help="run the eager reference instead of fused kernels")
 
@@ -143,7 +146,7 @@ def command_eval(args: argparse.Namespace) -> int:
                        args.iterations, statistics=statistics)
     print(format_table(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_text_atomic(args.json, json.dumps(results, indent=2))
     if args.plot:
         from pyairir.eval import plots
 

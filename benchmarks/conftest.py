@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import pyairir
+from pyairir._files import write_text_atomic
 
 # Report torch.compile's cold compile time (as a first-time user sees it), not a cache hit
 # from an earlier run: a fresh inductor cache for the session.
@@ -207,8 +208,4 @@ def _write_json(rows, limits, compiles, reuse: bool) -> None:
                     "met": v <= lim.limit} for lim, v in limits],
         "compile_seconds": {f"{g} | {v}": t for (g, v), t in compiles.items()},
     }
-    directory = Path(".benchmarks")
-    directory.mkdir(exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(handle.name, directory / "ratios.json")
+    write_text_atomic(Path(".benchmarks") / "ratios.json", json.dumps(data, indent=2))

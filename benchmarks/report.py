@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from pyairir._files import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,9 +50,7 @@ def main() -> None:
         sys.exit(f"{source} does not exist: run `pytest benchmarks/` first")
     text = render(json.loads(source.read_text()))
     target = ROOT / "docs" / "benchmarks.md"
-    with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, target)
+    write_text_atomic(target, text)
     print(f"wrote {target}")
 
 

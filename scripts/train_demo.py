@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from pyairir._files import atomic_path, write_text_atomic
 from pyairir.data.io import write_image
 from pyairir.demo import TRAINING_PHOTOS, WEIGHTS, format_results, run_demo, sample_photo
 from pyairir.train import TrainConfig, train
@@ -37,13 +38,13 @@ def main() -> None:
                              weight_decay=0.0, warmup_steps=200, seed=0, out=args.out, checkpoint_every=250)
         model = train(config, resume=True).model.eval()
     WEIGHTS.mkdir(exist_ok=True)
-    save_file({k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()},
-              WEIGHTS / "demo.safetensors")
+    with atomic_path(WEIGHTS / "demo.safetensors") as temporary:
+        save_file({k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()}, temporary)
     info = {"model": config.model, "model_args": config.model_args, "weights": "demo.safetensors",
             "trained_on": list(TRAINING_PHOTOS), "degradations": list(config.synthetic_kinds), "steps": config.steps,
             "batch_size": config.batch_size, "patch_size": config.patch_size, "seed": config.seed,
             "script": "scripts/train_demo.py"}
-    (WEIGHTS / "demo.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_text_atomic(WEIGHTS / "demo.json", json.dumps(info, indent=2) + "\n")
     print(format_results(run_demo()))
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from pyairir._files import atomic_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -63,13 +64,6 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def _new_file_mode() -> int:
-    """The permissions open() would give a new file: 0o666 without the process's umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_image(path: str | os.PathLike, image: torch.Tensor) -> None:
     """Writes (3, H, W) in [0, 1] to `path` (format from the suffix), atomically: a temporary file
     in the same folder is renamed over the destination only once complete."""
@@ -78,17 +72,9 @@ def write_image(path: str | os.PathLike, image: torch.Tensor) -> None:
     path = Path(path)
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise ImageError(f"cannot write {str(path)!r}: the suffix must be one of {', '.join(IMAGE_EXTENSIONS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(handle)
     options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
-    try:
+    with atomic_path(path) as temporary:
         Image.fromarray(to_uint8(image)).save(temporary, **options)
-        os.chmod(temporary, _new_file_mode())  # mkstemp creates it 0600; a new file gets 0666 & ~umask
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def list_images(folder: str | os.PathLike, what: str) -> list[Path]:

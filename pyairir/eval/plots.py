@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from pyairir._files import atomic_path
+
 
 def _pyplot():
     try:
@@ -21,9 +23,9 @@ def _pyplot():
 
 def _save(figure, path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=120)
     _pyplot().close(figure)
     return path
 

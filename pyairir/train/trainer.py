@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 import pyairir
+from pyairir._files import write_text_atomic
 from pyairir.data import synthetic_set, training_set
 from pyairir.paradigms import CPL, LUPI, SIPL, AlphaSchedule, PrivilegeLearning, load_vgg
 from pyairir.paradigms.base import l1
@@ -158,9 +159,7 @@ class Trainer:
         (temporary / "config.json").write_text(self.config.to_json())
         shutil.rmtree(final, ignore_errors=True)
         os.replace(temporary, final)
-        pointer = self.out / ".latest.tmp"
-        pointer.write_text(final.name)
-        os.replace(pointer, self.out / "latest")
+        write_text_atomic(self.out / "latest", final.name)
         return final
 
     def resume(self) -> bool:
@@ -232,5 +231,5 @@ def train(config: TrainConfig, resume: bool = False) -> nn.Module:
         print(f"pyairir train: no checkpoint in {config.out}; starting from step 0")
     if trainer.rank == 0:
         trainer.out.mkdir(parents=True, exist_ok=True)
-        (trainer.out / "config.json").write_text(config.to_json())
+        write_text_atomic(trainer.out / "config.json", config.to_json())
     return trainer.fit()

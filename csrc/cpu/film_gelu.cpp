@@ -13,22 +13,13 @@
 #include <vector>
 
 #include "../checks.h"
+#include "gelu.h"
 #include "vec_loops.h"
 
 namespace pyairir {
 namespace {
 
 constexpr int64_t kPixelBlock = 512;
-
-template <typename A>
-inline Vec<A> cdf(Vec<A> z) {
-  return (Vec<A>(A(1)) + (z * Vec<A>(A(M_SQRT1_2))).erf()) * Vec<A>(A(0.5));
-}
-
-template <typename A>
-inline Vec<A> gelu_derivative(Vec<A> z) {
-  return cdf(z) + z * (z * z * Vec<A>(A(-0.5))).exp() * Vec<A>(A(0.5 * M_2_SQRTPI * M_SQRT1_2));
-}
 
 struct Geometry {
   int64_t B, C, P;
@@ -40,8 +31,7 @@ struct Geometry {
 template <typename scalar_t, typename A = acc_type<scalar_t>>
 void forward_kernel(const scalar_t* x, const scalar_t* gamma, const scalar_t* beta, scalar_t* y, const Geometry& g) {
   auto apply = [](Vec<A> xv, Vec<A> gv, Vec<A> bv) {
-    const Vec<A> z = at::vec::fmadd(gv, xv, bv);
-    return z * cdf(z);
+    return gelu(at::vec::fmadd(gv, xv, bv));
   };
   at::parallel_for(0, g.tasks(), 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "gelu.h"
 #include "vec_loops.h"
 
 namespace pyairir {
@@ -64,13 +65,8 @@ struct Filter {
 template <typename A>
 struct Activation {
   bool gelu;
-  Vec<A> cdf(Vec<A> a) const { return (Vec<A>(A(1)) + (a * Vec<A>(A(M_SQRT1_2))).erf()) * Vec<A>(A(0.5)); }
-  Vec<A> value(Vec<A> a) const { return gelu ? a * cdf(a) : a; }
-  Vec<A> derivative(Vec<A> a) const {
-    if (!gelu) return Vec<A>(A(1));
-    const Vec<A> pdf = (a * a * Vec<A>(A(-0.5))).exp() * Vec<A>(A(0.5 * M_2_SQRTPI * M_SQRT1_2));
-    return cdf(a) + a * pdf;
-  }
+  Vec<A> value(Vec<A> a) const { return gelu ? pyairir::gelu(a) : a; }
+  Vec<A> derivative(Vec<A> a) const { return gelu ? gelu_derivative(a) : Vec<A>(A(1)); }
 };
 
 // ================================================================ channels_last

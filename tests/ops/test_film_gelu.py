@@ -12,8 +12,8 @@ from pyairir.ops import film_gelu
 from tests.ops.helpers import (assert_all_close, assert_bfloat16_rule, assert_same_for_any_thread_count, layout_id,
                                run)
 
-# (dtype, atol, rtol) against float64: float32 rounding of one FMA, erf (at::vec: |error| < 2e-7)
-# and the gamma/beta sums over up to ~200 pixels.
+# (dtype, atol, rtol) against float64: float32 rounding of one FMA, the kernels' float erf
+# (|error| <= 3.4e-7, csrc/cpu/gelu.h) and the gamma/beta sums over up to ~200 pixels.
 TOLERANCES = {torch.float64: (1e-12, 1e-12), torch.float32: (2e-5, 2e-5)}
 
 
@@ -49,6 +49,23 @@ def test_cpu_kernel_matches_reference(case, dtype):
     expected = run(reference.film_gelu, [t.double() for t in tensors], (), grad_for(case[0]))
     assert_all_close(got, expected, *TOLERANCES[dtype])
     assert got[0].stride() == case[0].stride() and got[1].stride() == case[0].stride()
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["NCHW", "channels_last"])
+def test_float32_gelu_over_its_whole_range(channels_last):
+    """The float erf of the CPU kernels (csrc/cpu/gelu.h) over z in [-12, 12], through its clamp at
+    |z| = 4 sqrt(2): GELU and GELU' within 3.4e-7 |z| / 2 plus float rounding of the float64 truth."""
+    z = torch.linspace(-12, 12, 96 * 401, dtype=torch.float64).reshape(1, 96, 401, 1)
+    if channels_last:
+        z = z.contiguous(memory_format=torch.channels_last)
+    ones, zeros = torch.ones(1, 96, dtype=torch.float64), torch.zeros(1, 96, dtype=torch.float64)
+    grad = torch.ones_like(z)
+    got = run(torch.ops.pyairir.film_gelu, [z.float(), ones.float(), zeros.float()], (), grad.float())
+    expected = run(reference.film_gelu, [z, ones, zeros], (), grad)
+    bound = 3.4e-7 * z.abs() / 2 + 2.5e-7 * expected[0].abs() + 1e-12
+    assert ((got[0].double() - expected[0]).abs() <= bound).all()
+    derivative_bound = 3.4e-7 / 2 + 1e-6 * (1 + z.abs()) * expected[1].abs()
+    assert ((got[1].double() - expected[1]).abs() <= derivative_bound).all()
 
 
 @pytest.mark.parametrize("case", CASES[:2], ids=[case_id(c) for c in CASES[:2]])

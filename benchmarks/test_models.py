@@ -49,7 +49,7 @@ def inference(name: str, variant: str):
 def test_inference(measure, name, variant):
     fn = inference(name, variant)
     with torch.no_grad():
-        measure(f"{name} inference", variant, fn, rounds=3)
+        measure(f"{name} inference", variant, fn, rounds=5)
 
 
 @pytest.mark.parametrize("variant", ["eager fp32", "fast fp32"])

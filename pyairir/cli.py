@@ -143,7 +143,7 @@ def command_eval(args: argparse.Namespace) -> int:
     has_prompts = any(isinstance(m, SparsePromptModule) for m in model.modules())
     statistics = PromptSelectionStatistics() if has_prompts else None
     results = evaluate(model, datasets, args.protocol, args.y_channel, args.crop_border, args.tile,
-                       args.iterations, statistics=statistics)
+                       args.iterations, statistics=statistics, overlap=args.overlap)
     print(format_table(results))
     if args.json:
         write_text_atomic(args.json, json.dumps(results, indent=2))

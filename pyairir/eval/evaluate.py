@@ -27,14 +27,15 @@ def restorer(model: nn.Module, tile: int | None = None, overlap: int = 32,
 
 def evaluate(model: nn.Module, datasets: dict[str, Dataset], protocol: str = "promptir", y_channel: bool = False,
              crop_border: int = 0, tile: int | None = None, iterations: int | None = None,
-             progress: bool = True, statistics=None) -> dict[str, dict]:
+             progress: bool = True, statistics=None, overlap: int = 32) -> dict[str, dict]:
     """{task: {"psnr", "ssim", "count"}} plus "average" (the mean over tasks, as the papers report).
 
     With `iterations` (SIPL), the metrics are those of the last iterate and "psnr_per_iteration"
     lists the PSNR of I^(0) ... I^(iterations). `statistics` (a PromptSelectionStatistics) records
-    the prompts a CPL model selects for each task.
+    the prompts a CPL model selects for each task. With `tile`, every image is restored in tiles of
+    that size overlapping by `overlap` pixels (pyairir.eval.tiled_restore).
     """
-    run = restorer(model, tile, iterations=None if iterations is None else 0)
+    run = restorer(model, tile, overlap, iterations=None if iterations is None else 0)
     model.eval()
     results: dict[str, dict] = {}
     for task, dataset in datasets.items():
@@ -48,7 +49,7 @@ def evaluate(model: nn.Module, datasets: dict[str, Dataset], protocol: str = "pr
                 if statistics is not None:
                     statistics.record(model, [task])
                 if iterations is not None:
-                    iterates = self_refine(model, sample["degraded"][None], iterations, tile)
+                    iterates = self_refine(model, sample["degraded"][None], iterations, tile, overlap)
                     for t, image in enumerate(iterates):
                         per_iteration[t] += psnr(image, clean, protocol, y_channel, crop_border).item() / len(dataset)
                     restored = iterates[-1]

@@ -112,7 +112,7 @@ def command_restore(args: argparse.Namespace) -> int:
 
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output)
-    run = restorer(_model(args), args.tile, args.overlap, args.iterations)
+    run = restorer(_model(args), args.tile, args.overlap, args.iterations, progress=True)
     failures = 0
     for source, target in tqdm(list(zip(inputs, outputs)), desc="restore", unit="image", disable=len(inputs) < 2):
         try:

@@ -15,14 +15,15 @@ from pyairir.eval.refine import self_refine
 from pyairir.eval.tiled import tiled_restore
 
 
-def restorer(model: nn.Module, tile: int | None = None, overlap: int = 32,
-             iterations: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """image (B, 3, H, W) -> restored, with tiling and (for SIPL) self-refinement iterations."""
+def restorer(model: nn.Module, tile: int | None = None, overlap: int = 32, iterations: int | None = None,
+             progress: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """image (B, 3, H, W) -> restored, with tiling and (for SIPL) self-refinement iterations;
+    progress: a progress bar over each pass's tiles."""
     if iterations is not None and not hasattr(model, "fused_dictionaries"):
         raise ValueError(f"iterations: only SIPL models refine iteratively; {type(model).__name__} does not")
     if iterations:
-        return lambda x: self_refine(model, x, iterations, tile, overlap)[-1]
-    return lambda x: tiled_restore(model, x, tile, overlap) if tile else restore(model, x)
+        return lambda x: self_refine(model, x, iterations, tile, overlap, progress=progress)[-1]
+    return lambda x: tiled_restore(model, x, tile, overlap, progress=progress) if tile else restore(model, x)
 
 
 def evaluate(model: nn.Module, datasets: dict[str, Dataset], protocol: str = "promptir", y_channel: bool = False,

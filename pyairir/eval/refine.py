@@ -23,7 +23,7 @@ class _WithDictionaries(nn.Module):
 
 
 def self_refine(model: nn.Module, image: torch.Tensor, iterations: int, tile: int | None = None,
-                overlap: int = 32, loop: str = "paper") -> list[torch.Tensor]:
+                overlap: int = 32, loop: str = "paper", progress: bool = False) -> list[torch.Tensor]:
     """[I^(0), ..., I^(iterations)] of a SIPL model for image (B, 3, H, W) of any H, W.
 
     Whole images (tile None): model.restore on the padded image (the degraded image encoded once).
@@ -33,7 +33,7 @@ def self_refine(model: nn.Module, image: torch.Tensor, iterations: int, tile: in
     image, the fusion attends over all of its pixels), then every tile's decoder attends to those
     same fused dictionaries (Eq. 4). Tiles differ from the untiled result only as any tiled
     backbone does (see tiled_restore); memory is that of one tile's pass plus one encoder pass of
-    the whole image.
+    the whole image. progress: a progress bar over each tiled pass's tiles.
     """
     check_image(image, "image", "pyairir.eval.self_refine")
     if iterations < 0:
@@ -46,8 +46,8 @@ def self_refine(model: nn.Module, image: torch.Tensor, iterations: int, tile: in
             return [x[..., :h, :w] for x in model.restore(pad_to_multiple(image, multiple), iterations, loop)]
         if loop != "paper":
             raise ValueError(f"pyairir.eval.self_refine: tiles take the paper loop only, got loop={loop!r}")
-        outputs = [tiled_restore(model, image, tile, overlap)]
+        outputs = [tiled_restore(model, image, tile, overlap, progress=progress)]
         for _ in range(iterations):
             proxies = model.fused_dictionaries(pad_to_multiple(outputs[-1], multiple))
-            outputs.append(tiled_restore(_WithDictionaries(model, proxies), image, tile, overlap))
+            outputs.append(tiled_restore(_WithDictionaries(model, proxies), image, tile, overlap, progress=progress))
     return outputs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from pyairir.eval.inference import restore
 
@@ -42,7 +43,7 @@ def _weights(starts: list[int], tile: int, length: int, ramp: int) -> list[torch
 
 
 def tiled_restore(model: nn.Module, image: torch.Tensor, tile: int = 256, overlap: int = 32,
-                  multiple: int | None = None, blend: bool = True) -> torch.Tensor:
+                  multiple: int | None = None, blend: bool = True, progress: bool = False) -> torch.Tensor:
     """Restores image (B, C, H, W) or (C, H, W) tile by tile, without gradients.
 
     Tiles of `tile` x `tile` pixels overlap by at least `overlap`. Where two tiles overlap, the
@@ -54,6 +55,7 @@ def tiled_restore(model: nn.Module, image: torch.Tensor, tile: int = 256, overla
     gives exactly its untiled result. Models with global operations (MDTA's channel attention,
     NAFNet's pooled channel attention, PromptIR's prompt gate) see each tile alone and differ a
     little. Memory: one tile's activations at a time, plus the output and a weight map.
+    progress: a progress bar over the tiles.
     """
     if tile <= 0 or not 0 <= overlap < tile:
         raise ValueError(f"tiled_restore: need tile > 0 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
@@ -64,16 +66,16 @@ def tiled_restore(model: nn.Module, image: torch.Tensor, tile: int = 256, overla
     rows, cols = _starts(h, tile, overlap), _starts(w, tile, overlap)
     row_weights, col_weights = _weights(rows, tile, h, ramp), _weights(cols, tile, w, ramp)
     out = total = None
-    for top, wy in zip(rows, row_weights):
-        for left, wx in zip(cols, col_weights):
-            patch = restore(model, x[..., top: top + tile, left: left + tile], multiple)
-            if out is None:
-                out = torch.zeros((x.shape[0], patch.shape[1], h, w), dtype=patch.dtype, device=patch.device)
-                total = torch.zeros((h, w), dtype=torch.promote_types(patch.dtype, torch.float32), device=patch.device)
-            (y0, y1), (x0, x1) = _support(wy), _support(wx)
-            weight = (wy[y0:y1, None] * wx[None, x0:x1]).to(total)
-            out[..., top + y0: top + y1, left + x0: left + x1] += patch[..., y0:y1, x0:x1] * weight.to(patch.dtype)
-            total[top + y0: top + y1, left + x0: left + x1] += weight
+    tiles = [(top, wy, left, wx) for top, wy in zip(rows, row_weights) for left, wx in zip(cols, col_weights)]
+    for top, wy, left, wx in tqdm(tiles, desc="tiles", unit="tile", disable=not progress, leave=False):
+        patch = restore(model, x[..., top: top + tile, left: left + tile], multiple)
+        if out is None:
+            out = torch.zeros((x.shape[0], patch.shape[1], h, w), dtype=patch.dtype, device=patch.device)
+            total = torch.zeros((h, w), dtype=torch.promote_types(patch.dtype, torch.float32), device=patch.device)
+        (y0, y1), (x0, x1) = _support(wy), _support(wx)
+        weight = (wy[y0:y1, None] * wx[None, x0:x1]).to(total)
+        out[..., top + y0: top + y1, left + x0: left + x1] += patch[..., y0:y1, x0:x1] * weight.to(patch.dtype)
+        total[top + y0: top + y1, left + x0: left + x1] += weight
     out = out / total.to(out.dtype)
     return out if batched else out[0]
 

@@ -77,6 +77,17 @@ def test_attention_model_stays_within_the_stated_bound():
     assert psnr(tiled, untiled).item() > 30
 
 
+def test_progress_bar_counts_the_tiles(capsys):
+    image = torch.rand(1, 3, 40, 50)
+    model = ConvNet()
+    quiet = tiled_restore(model, image, tile=24, overlap=8)
+    assert "tiles" not in capsys.readouterr().err
+    shown = tiled_restore(model, image, tile=24, overlap=8, progress=True)
+    err = capsys.readouterr().err
+    assert "tiles" in err and "0/6" in err  # 2 rows x 3 columns of tiles
+    torch.testing.assert_close(shown, quiet, rtol=0, atol=0)
+
+
 def test_bad_tiles():
     with pytest.raises(ValueError, match="need tile > 0 and 0 <= overlap < tile"):
         tiled_restore(ConvNet(), torch.rand(1, 3, 8, 8), tile=16, overlap=16)

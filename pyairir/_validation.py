@@ -27,6 +27,25 @@ def check_image(x: object, name: str, where: str, channels: int | None = None) -
         raise ValueError(f"{where}: {name} must have {channels} channels (dim 1), got shape {tuple(x.shape)}")
 
 
+def check_like(t: torch.Tensor, name: str, where: str, like: torch.Tensor, like_name: str) -> None:
+    """Checks that tensor `t` has the dtype and device of `like` (the argument named `like_name`)."""
+    if t.dtype != like.dtype or t.device != like.device:
+        raise ValueError(f"{where}: {name} must have the dtype and device of {like_name} ({like.dtype}, "
+                         f"{like.device}), got {t.dtype}, {t.device}")
+
+
+def check_heads(heads: object, temperature: object, q: torch.Tensor, where: str) -> None:
+    """Checks that `heads` divides the channels of q and that `temperature` is a tensor of one value
+    per head, with q's dtype and device (the attention ops' learnable per-head temperature)."""
+    channels = q.shape[1]
+    if not isinstance(heads, int) or heads <= 0 or channels % heads:
+        raise ValueError(f"{where}: heads must divide the channels of q ({channels}), got {heads}")
+    if not isinstance(temperature, torch.Tensor) or temperature.numel() != heads:
+        shape = tuple(temperature.shape) if isinstance(temperature, torch.Tensor) else type(temperature).__name__
+        raise ValueError(f"{where}: temperature must hold one value per head ({heads}), got {shape}")
+    check_like(temperature, "temperature", where, q, "q")
+
+
 def check_channel_vector(t: object, name: str, where: str, x: torch.Tensor) -> None:
     """Checks that `t` is a 1-D tensor with one value per channel of `x`, on its device and of its dtype."""
     if not isinstance(t, torch.Tensor):

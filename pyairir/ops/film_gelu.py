@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from pyairir import reference
-from pyairir._validation import check_image
+from pyairir._validation import check_image, check_like
 from pyairir.ops import backend, registration
 from pyairir.ops.layout import check_dense, dense_like
 
@@ -25,9 +25,7 @@ def check_inputs(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> No
             shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(f"{OP}: {name} must have shape {tuple(x.shape[:2])} (one value per sample and channel "
                              f"of x), got {shape}")
-        if t.dtype != x.dtype or t.device != x.device:
-            raise ValueError(f"{OP}: {name} must have the dtype and device of x ({x.dtype}, {x.device}), got "
-                             f"{t.dtype}, {t.device}")
+        check_like(t, name, OP, x, "x")
 
 
 def film_gelu(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

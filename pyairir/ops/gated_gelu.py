@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from pyairir import reference
-from pyairir._validation import check_channel_vector, check_image
+from pyairir._validation import check_channel_vector, check_image, check_like
 from pyairir.ops import backend, registration
 from pyairir.ops.layout import check_dense, dense_like
 
@@ -33,9 +33,7 @@ def check_inputs(x: torch.Tensor, dw_weight: torch.Tensor | None, dw_bias: torch
         shape = tuple(dw_weight.shape) if isinstance(dw_weight, torch.Tensor) else type(dw_weight).__name__
         raise ValueError(f"{OP}: dw_weight must have shape ({channels}, 1, 3, 3) (a 3x3 depthwise filter per "
                          f"channel of x), got {shape}")
-    if dw_weight.dtype != x.dtype or dw_weight.device != x.device:
-        raise ValueError(f"{OP}: dw_weight must have the dtype and device of x ({x.dtype}, {x.device}), "
-                         f"got {dw_weight.dtype}, {dw_weight.device}")
+    check_like(dw_weight, "dw_weight", OP, x, "x")
     if dw_bias is not None:
         check_channel_vector(dw_bias, "dw_bias", OP, x)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from pyairir import reference
-from pyairir._validation import check_image
+from pyairir._validation import check_heads, check_image
 from pyairir.ops import backend, layout, registration
 
 OP = "pyairir::mdta"
@@ -27,15 +27,7 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature:
         if not layout.is_slice_of_dense(t):
             raise ValueError(f"{OP}: {name} must be NCHW or channels_last, or a channel slice of such a tensor, "
                              f"got strides {t.stride()} for shape {tuple(t.shape)}")
-    channels = q.shape[1]
-    if not isinstance(heads, int) or heads <= 0 or channels % heads:
-        raise ValueError(f"{OP}: heads must divide the channels of q ({channels}), got {heads}")
-    if not isinstance(temperature, torch.Tensor) or temperature.numel() != heads:
-        shape = tuple(temperature.shape) if isinstance(temperature, torch.Tensor) else type(temperature).__name__
-        raise ValueError(f"{OP}: temperature must hold one value per head ({heads}), got {shape}")
-    if temperature.dtype != q.dtype or temperature.device != q.device:
-        raise ValueError(f"{OP}: temperature must have the dtype and device of q ({q.dtype}, {q.device}), "
-                         f"got {temperature.dtype}, {temperature.device}")
+    check_heads(heads, temperature, q, OP)
 
 
 def mdta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, heads: int) -> torch.Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from pyairir import reference
-from pyairir._validation import check_image
+from pyairir._validation import check_heads, check_image, check_like
 from pyairir.ops import backend, layout, registration
 
 OP = "pyairir::proxy_attention"
@@ -29,15 +29,9 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature:
                          f"got shape {tuple(k.shape)}")
     if v.shape != k.shape:
         raise ValueError(f"{OP}: v must have the shape of k {tuple(k.shape)}, got {tuple(v.shape)}")
-    for name, t in (("k", k), ("v", v), ("temperature", temperature)):
-        if not isinstance(t, torch.Tensor) or t.dtype != q.dtype or t.device != q.device:
-            got = f"{t.dtype}, {t.device}" if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"{OP}: {name} must have the dtype and device of q ({q.dtype}, {q.device}), got {got}")
-    channels = q.shape[1]
-    if not isinstance(heads, int) or heads <= 0 or channels % heads:
-        raise ValueError(f"{OP}: heads must divide the channels of q ({channels}), got {heads}")
-    if temperature.numel() != heads:
-        raise ValueError(f"{OP}: temperature must hold one value per head ({heads}), got {tuple(temperature.shape)}")
+    for name, t in (("k", k), ("v", v)):
+        check_like(t, name, OP, q, "q")
+    check_heads(heads, temperature, q, OP)
 
 
 def proxy_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor,

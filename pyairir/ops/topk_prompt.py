@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from pyairir import reference
+from pyairir._validation import check_like
 from pyairir.ops import backend, registration
 
 OP = "pyairir::topk_prompt"
@@ -29,9 +30,7 @@ def check_inputs(logits: torch.Tensor, prompts: torch.Tensor, height: int, width
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[1] != n or logits.shape[0] == 0:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"{OP}: logits must have shape (B, n = {n}), got {shape}")
-    if logits.dtype != prompts.dtype or logits.device != prompts.device:
-        raise ValueError(f"{OP}: logits must have the dtype and device of prompts ({prompts.dtype}), "
-                         f"got {logits.dtype}")
+    check_like(logits, "logits", OP, prompts, "prompts")
     if height <= 0 or width <= 0:
         raise ValueError(f"{OP}: height and width must be positive, got {height}x{width}")
     if not 1 <= k <= n:

@@ -102,11 +102,14 @@ void forward_strips(const scalar_t* x, scalar_t* y, const Geometry& g, int64_t n
         rstd[u] = rstd[u] + d * d;
       }
     for (int u = 0; u < kStrip; ++u) rstd[u] = one / (rstd[u] * inv_c + eps_v).sqrt();
+    // The next strip's bytes per channel, fetched during this sweep for the next strip's first one.
+    const int64_t next_bytes = i0 + kStrip * L < n ? kStrip * L * int64_t(sizeof(scalar_t)) : 0;
     for (int64_t c = 0; c < g.C; ++c) {
       const Vec<A> wc(w[c]), bc(b[c]);
-      const scalar_t* next = x + c * g.P + i0 + kStrip * L;  // the next strip, for its first sweep
-      for (int64_t line = 0; line < kStrip * L * int64_t(sizeof(scalar_t)); line += 64)
-        if (i0 + kStrip * L < n) __builtin_prefetch(reinterpret_cast<const char*>(next) + line);
+      if (next_bytes > 0) {
+        const char* next = reinterpret_cast<const char*>(x + c * g.P + i0 + kStrip * L);
+        for (int64_t line = 0; line < next_bytes; line += 64) __builtin_prefetch(next + line);
+      }
       for (int u = 0; u < kStrip; ++u) {
         if (count[u] == 0) break;
         const int64_t at = c * g.P + i0 + u * L;

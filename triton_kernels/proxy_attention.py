@@ -10,7 +10,7 @@ csrc/cpu/proxy_attention.cpp.
 
 Operands are addressed through their strides, so NCHW, channels_last and channel slices of
 either are read in place. Loads are upcast to float32 (float64 for float64 inputs) before any
-arithmetic; tl.dot accumulates in that type.
+arithmetic; products are IEEE in that type (never TF32) and accumulate in it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ import triton
 import triton.language as tl
 
 NORM_EPS = 1e-12  # F.normalize's eps
+
+
+@triton.jit
+def _dot(a, b):
+    """a @ b in the operands' type: IEEE float32 products, not the TF32 tl.dot uses by default on a GPU."""
+    return tl.dot(a, b, input_precision="ieee")
 
 
 @triton.jit
@@ -70,13 +76,13 @@ def _forward_kernel(Q, K, V, T, QN, KN, OUT, LSE, Nq, Nk, d, heads, sqb, sqc, sq
         k = _tile(K, b, h, k0, Nk, d, skb, skc, skt, BLOCK_N, BLOCK_D, ACC)
         v = _tile(V, b, h, k0, Nk, d, svb, svc, svt, BLOCK_N, BLOCK_D, ACC)
         inverse = 1.0 / tl.load(KN + bh * Nk + cols, mask=cols < Nk, other=1.0)
-        s = tl.dot(q, tl.trans(k)) * scale[:, None] * inverse[None, :]
+        s = _dot(q, tl.trans(k)) * scale[:, None] * inverse[None, :]
         s = tl.where((cols < Nk)[None, :], s, float("-inf"))
         new_max = tl.maximum(row_max, tl.max(s, axis=1))
         p = tl.exp(s - new_max[:, None])
         rescale = tl.exp(row_max - new_max)
         row_sum = row_sum * rescale + tl.sum(p, axis=1)
-        acc = acc * rescale[:, None] + tl.dot(p, v)
+        acc = acc * rescale[:, None] + _dot(p, v)
         row_max = new_max
     acc = acc / row_sum[:, None]
     offsets, mask = _offsets(b, h, q0, Nq, d, sob, soc, sot, BLOCK_M, BLOCK_D)
@@ -116,11 +122,11 @@ def _backward_query_kernel(Q, K, V, T, QN, KN, OUT, DO, LSE, DELTA, DQ, PARTIAL_
         k = _tile(K, b, h, k0, Nk, d, skb, skc, skt, BLOCK_N, BLOCK_D, ACC)
         v = _tile(V, b, h, k0, Nk, d, svb, svc, svt, BLOCK_N, BLOCK_D, ACC)
         inverse = 1.0 / tl.load(KN + bh * Nk + cols, mask=cols < Nk, other=1.0)
-        cosine = tl.dot(q, tl.trans(k)) / norms[:, None] * inverse[None, :]
+        cosine = _dot(q, tl.trans(k)) / norms[:, None] * inverse[None, :]
         p = tl.where((cols < Nk)[None, :], tl.exp(t * cosine - lse[:, None]), 0.0)
-        ds = p * (tl.dot(dout, tl.trans(v)) - delta[:, None])
+        ds = p * (_dot(dout, tl.trans(v)) - delta[:, None])
         grad_t += tl.sum(ds * cosine, axis=1)
-        gathered += tl.dot(ds * inverse[None, :], k)
+        gathered += _dot(ds * inverse[None, :], k)
     dq = _normalize_backward(gathered * t, q, norms, EPS)
     offsets, mask = _offsets(b, h, q0, Nq, d, sdb, sdc, sdt, BLOCK_M, BLOCK_D)
     tl.store(DQ + offsets, dq.to(DQ.dtype.element_ty), mask=mask)
@@ -148,11 +154,11 @@ def _backward_key_kernel(Q, K, V, T, QN, KN, DO, LSE, DELTA, DK, DV, Nq, Nk, d, 
         inverse = 1.0 / tl.load(QN + bh * Nq + rows, mask=rows < Nq, other=1.0)
         lse = tl.load(LSE + bh * Nq + rows, mask=rows < Nq, other=0.0)
         delta = tl.load(DELTA + bh * Nq + rows, mask=rows < Nq, other=0.0)
-        cosine = tl.dot(k, tl.trans(q)) / key_norms[:, None] * inverse[None, :]  # (BLOCK_N, BLOCK_M)
+        cosine = _dot(k, tl.trans(q)) / key_norms[:, None] * inverse[None, :]  # (BLOCK_N, BLOCK_M)
         p = tl.where((rows < Nq)[None, :], tl.exp(t * cosine - lse[None, :]), 0.0)
-        grad_values += tl.dot(p, dout)
-        ds = p * (tl.dot(v, tl.trans(dout)) - delta[None, :])
-        grad_keys += tl.dot(ds * (t * inverse)[None, :], q)
+        grad_values += _dot(p, dout)
+        ds = p * (_dot(v, tl.trans(dout)) - delta[None, :])
+        grad_keys += _dot(ds * (t * inverse)[None, :], q)
     dk = _normalize_backward(grad_keys, k, key_norms, EPS)
     offsets, mask = _offsets(b, h, k0, Nk, d, sdkb, sdkc, sdkt, BLOCK_N, BLOCK_D)
     tl.store(DK + offsets, dk.to(DK.dtype.element_ty), mask=mask)

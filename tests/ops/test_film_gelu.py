@@ -9,8 +9,8 @@ import torch
 
 from pyairir import reference
 from pyairir.ops import film_gelu
-from tests.ops.helpers import (assert_all_close, assert_bfloat16_rule, assert_same_for_any_thread_count, layout_id,
-                               run)
+from tests.ops.helpers import (assert_all_close, assert_low_precision_rule, assert_same_for_any_thread_count,
+                               exact_copy, layout_id, run)
 
 # (dtype, atol, rtol) against float64: float32 rounding of one FMA, the kernels' float erf
 # (|error| <= 3.4e-7, csrc/cpu/gelu.h) and the gamma/beta sums over up to ~200 pixels.
@@ -44,7 +44,7 @@ def grad_for(x):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 def test_cpu_kernel_matches_reference(case, dtype):
-    tensors = [t.to(dtype) for t in case]
+    tensors = [exact_copy(t, dtype) for t in case]
     got = run(torch.ops.pyairir.film_gelu, tensors, (), grad_for(case[0]))
     expected = run(reference.film_gelu, [t.double() for t in tensors], (), grad_for(case[0]))
     assert_all_close(got, expected, *TOLERANCES[dtype])
@@ -68,31 +68,35 @@ def test_float32_gelu_over_its_whole_range(channels_last):
     assert ((got[1].double() - expected[1]).abs() <= derivative_bound).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", CASES[:2], ids=[case_id(c) for c in CASES[:2]])
-def test_cpu_kernel_bfloat16(case):
-    assert_bfloat16_rule(torch.ops.pyairir.film_gelu, reference.film_gelu, list(case), (), grad_for(case[0]))
+def test_cpu_kernel_low_precision(case, dtype):
+    assert_low_precision_rule(torch.ops.pyairir.film_gelu, reference.film_gelu, list(case), (), grad_for(case[0]),
+                              dtype)
 
 
 @pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])
 def test_gradcheck(case):
-    assert torch.autograd.gradcheck(film_gelu, tuple(t.clone().requires_grad_() for t in case))
+    assert torch.autograd.gradcheck(film_gelu, tuple(exact_copy(t, requires_grad=True) for t in case))
 
 
 @pytest.mark.parametrize("op", ["film_gelu", "film_gelu_triton"])
 @pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])
 def test_opcheck(op, case):
-    torch.library.opcheck(getattr(torch.ops.pyairir, op), tuple(t.clone().requires_grad_() for t in case))
+    torch.library.opcheck(getattr(torch.ops.pyairir, op), tuple(exact_copy(t, requires_grad=True) for t in case))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", TINY + CASES[:2], ids=[case_id(c) for c in TINY + CASES[:2]])
-def test_triton_kernel_matches_reference(case):
-    got = run(torch.ops.pyairir.film_gelu_triton, list(case), (), grad_for(case[0]))
+def test_triton_kernel_matches_reference(case, dtype):
+    got = run(torch.ops.pyairir.film_gelu_triton, [exact_copy(t, dtype) for t in case], (), grad_for(case[0]))
     expected = run(reference.film_gelu, list(case), (), grad_for(case[0]))
-    assert_all_close(got, expected, 1e-12, 1e-12)
+    assert_all_close(got, expected, *TOLERANCES[dtype])
 
 
 def test_triton_kernel_bfloat16():
-    assert_bfloat16_rule(torch.ops.pyairir.film_gelu_triton, reference.film_gelu, list(TINY[0]), (), grad_for(TINY[0][0]))
+    assert_low_precision_rule(torch.ops.pyairir.film_gelu_triton, reference.film_gelu, list(TINY[0]), (),
+                              grad_for(TINY[0][0]))
 
 
 def test_deterministic_across_thread_counts():

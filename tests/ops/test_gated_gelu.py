@@ -9,8 +9,8 @@ import torch
 
 from pyairir import reference
 from pyairir.ops import gated_gelu
-from tests.ops.helpers import (assert_all_close, assert_bfloat16_rule, assert_same_for_any_thread_count,
-                               layout_id, run)
+from tests.ops.helpers import (assert_all_close, assert_low_precision_rule, assert_same_for_any_thread_count,
+                               exact_copy, layout_id, run)
 
 # (dtype, atol, rtol) against the float64 reference. float64: summation order of the
 # nine taps and erf's last bits. float32: the same in single precision, plus the kernels'
@@ -56,7 +56,7 @@ def grad_for(x):
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 def test_cpu_kernel_matches_reference(case, dtype):
     x, weight, bias, gelu = case
-    tensors = [t.to(dtype) if t is not None else None for t in (x, weight, bias)]
+    tensors = [exact_copy(t, dtype) for t in (x, weight, bias)]
     got = run(torch.ops.pyairir.gated_gelu, tensors, (gelu,), grad_for(x))
     expected = run(reference.gated_gelu, [t.double() if t is not None else None for t in tensors], (gelu,),
                    grad_for(x))
@@ -65,16 +65,18 @@ def test_cpu_kernel_matches_reference(case, dtype):
     assert got[1].stride() == x.stride()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", CASES[:5], ids=[case_id(c) for c in CASES[:5]])
-def test_cpu_kernel_bfloat16(case):
+def test_cpu_kernel_low_precision(case, dtype):
     x, weight, bias, gelu = case
-    assert_bfloat16_rule(torch.ops.pyairir.gated_gelu, reference.gated_gelu, [x, weight, bias], (gelu,), grad_for(x))
+    assert_low_precision_rule(torch.ops.pyairir.gated_gelu, reference.gated_gelu, [x, weight, bias], (gelu,),
+                              grad_for(x), dtype)
 
 
 @pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])
 def test_gradcheck(case):
     x, weight, bias, gelu = case
-    inputs = tuple(t.detach().clone().requires_grad_() for t in (x, weight, bias) if t is not None)
+    inputs = tuple(exact_copy(t, requires_grad=True) for t in (x, weight, bias) if t is not None)
 
     def fn(x, weight=None, bias=None):
         return gated_gelu(x, weight, bias, gelu)
@@ -86,24 +88,26 @@ def test_gradcheck(case):
 @pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])
 def test_opcheck(op, case):
     x, weight, bias, gelu = case
-    args = tuple(t.requires_grad_() if t is not None else None for t in (x, weight, bias)) + (gelu,)
+    args = tuple(exact_copy(t, requires_grad=True) for t in (x, weight, bias)) + (gelu,)
     torch.library.opcheck(getattr(torch.ops.pyairir, op), args)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", TINY + CASES[10:12], ids=[case_id(c) for c in TINY + CASES[10:12]])
-def test_triton_kernel_matches_reference(case):
+def test_triton_kernel_matches_reference(case, dtype):
     """The Triton kernels, run by the Triton interpreter on CPU tensors (tests/conftest.py)."""
     x, weight, bias, gelu = case
-    got = run(torch.ops.pyairir.gated_gelu_triton, [x, weight, bias], (gelu,), grad_for(x))
+    got = run(torch.ops.pyairir.gated_gelu_triton, [exact_copy(t, dtype) for t in (x, weight, bias)], (gelu,),
+              grad_for(x))
     expected = run(reference.gated_gelu, [x, weight, bias], (gelu,), grad_for(x))
-    assert_all_close(got, expected, 1e-12, 1e-12)
+    assert_all_close(got, expected, *TOLERANCES[dtype])
     assert got[1].stride() == x.stride()
 
 
 def test_triton_kernel_bfloat16():
     x, weight, bias, gelu = TINY[0]
-    assert_bfloat16_rule(torch.ops.pyairir.gated_gelu_triton, reference.gated_gelu, [x, weight, bias], (gelu,),
-                         grad_for(x))
+    assert_low_precision_rule(torch.ops.pyairir.gated_gelu_triton, reference.gated_gelu, [x, weight, bias], (gelu,),
+                              grad_for(x))
 
 
 def test_backward_is_deterministic_across_thread_counts():

@@ -10,16 +10,16 @@ import torch
 import pyairir
 from pyairir import reference
 from pyairir.ops import layer_norm_channels, use_backend
-from tests.ops.helpers import (assert_all_close, assert_bfloat16_rule, assert_same_for_any_thread_count,
-                               layout_id, run)
+from tests.ops.helpers import (assert_all_close, assert_low_precision_rule, assert_same_for_any_thread_count,
+                               exact_copy, layout_id, run)
 
 EPS = 1e-5
 
 # (dtype, atol, rtol) for a kernel against the float64 reference. float64: the
 # only error is summation order over C (<= 176 terms). float32: rounding of the
 # per-pixel mean/variance and of the output (~1e-7 relative per operation, with
-# outputs O(1) and inputs up to ~4 sigma). bfloat16 is judged by the rule in
-# tests.ops.helpers.assert_bfloat16_rule instead: its own rounding (2^-8) dwarfs the kernel's.
+# outputs O(1) and inputs up to ~4 sigma). bfloat16 and float16 are judged by the rule in
+# tests.ops.helpers.assert_low_precision_rule instead: their own rounding dwarfs the kernel's.
 TOLERANCES = {torch.float64: (1e-12, 1e-12), torch.float32: (2e-5, 2e-5)}
 
 
@@ -50,7 +50,7 @@ CASES = list(sample_inputs())
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 def test_cpu_kernel_matches_reference(case, dtype):
     x, weight, bias, subtract_mean = case
-    tensors = [t.to(dtype) if t is not None else None for t in (x, weight, bias)]
+    tensors = [exact_copy(t, dtype) for t in (x, weight, bias)]
     grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     expected = run(reference.layer_norm_channels, [t.double() if t is not None else None for t in tensors],
                    (EPS, subtract_mean), grad_out)
@@ -60,12 +60,13 @@ def test_cpu_kernel_matches_reference(case, dtype):
     assert got[1].stride() == x.stride()  # grad_x in x's layout
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", CASES[:4], ids=[case_id(c) for c in CASES[:4]])
-def test_cpu_kernel_bfloat16(case):
+def test_cpu_kernel_low_precision(case, dtype):
     x, weight, bias, subtract_mean = case
     grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    assert_bfloat16_rule(torch.ops.pyairir.layer_norm_channels, reference.layer_norm_channels, [x, weight, bias],
-                         (EPS, subtract_mean), grad_out)
+    assert_low_precision_rule(torch.ops.pyairir.layer_norm_channels, reference.layer_norm_channels,
+                              [x, weight, bias], (EPS, subtract_mean), grad_out, dtype)
 
 
 TINY = list(sample_inputs(tiny=True))
@@ -74,7 +75,7 @@ TINY = list(sample_inputs(tiny=True))
 @pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])
 def test_gradcheck(case):
     x, weight, bias, subtract_mean = case
-    inputs = tuple(t.detach().clone().requires_grad_() for t in (x, weight) + ((bias,) if bias is not None else ()))
+    inputs = tuple(exact_copy(t, requires_grad=True) for t in (x, weight) + ((bias,) if bias is not None else ()))
 
     def fn(x, weight, bias=None):
         return layer_norm_channels(x, weight, bias, EPS, subtract_mean)
@@ -86,27 +87,28 @@ def test_gradcheck(case):
 @pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])
 def test_opcheck(op, case):
     x, weight, bias, subtract_mean = case
-    args = (x.requires_grad_(), weight.requires_grad_(), bias.requires_grad_() if bias is not None else None,
-            EPS, subtract_mean)
+    args = (*(exact_copy(t, requires_grad=True) for t in (x, weight, bias)), EPS, subtract_mean)
     torch.library.opcheck(getattr(torch.ops.pyairir, op), args)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", TINY + CASES[:2], ids=[case_id(c) for c in TINY + CASES[:2]])
-def test_triton_kernel_matches_reference(case):
+def test_triton_kernel_matches_reference(case, dtype):
     """The Triton kernels, run by the Triton interpreter on CPU tensors (tests/conftest.py)."""
     x, weight, bias, subtract_mean = case
     grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     expected = run(reference.layer_norm_channels, [x, weight, bias], (EPS, subtract_mean), grad_out)
-    got = run(torch.ops.pyairir.layer_norm_channels_triton, [x, weight, bias], (EPS, subtract_mean), grad_out)
-    assert_all_close(got, expected, 1e-12, 1e-12)
+    got = run(torch.ops.pyairir.layer_norm_channels_triton, [exact_copy(t, dtype) for t in (x, weight, bias)],
+              (EPS, subtract_mean), grad_out)
+    assert_all_close(got, expected, *TOLERANCES[dtype])
     assert got[0].stride() == x.stride()
 
 
 def test_triton_kernel_bfloat16():
     x, weight, bias, subtract_mean = TINY[0]
     grad_out = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    assert_bfloat16_rule(torch.ops.pyairir.layer_norm_channels_triton, reference.layer_norm_channels,
-                         [x, weight, bias], (EPS, subtract_mean), grad_out)
+    assert_low_precision_rule(torch.ops.pyairir.layer_norm_channels_triton, reference.layer_norm_channels,
+                              [x, weight, bias], (EPS, subtract_mean), grad_out)
 
 
 def test_backward_is_deterministic_across_thread_counts():

@@ -9,7 +9,8 @@ import torch
 
 from pyairir import reference
 from pyairir.ops import mdta
-from tests.ops.helpers import assert_all_close, assert_bfloat16_rule, assert_same_for_any_thread_count, run
+from tests.ops.helpers import (assert_all_close, assert_low_precision_rule, assert_same_for_any_thread_count,
+                               exact_copy, run)
 
 # (dtype, atol, rtol) against the float64 reference. float64: summation order of the
 # N-pixel Gram and output products (chunked here, one bmm there). float32: the same in
@@ -67,7 +68,7 @@ def first(op):
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 def test_cpu_kernel_matches_reference(case, dtype):
     q, k, v, temperature, heads, layout = case
-    tensors = [t.to(dtype) for t in (q, k, v, temperature)]
+    tensors = [exact_copy(t, dtype) for t in (q, k, v, temperature)]
     got = run(first(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q))
     expected = run(reference.mdta, [t.double() for t in tensors], (heads,), grad_for(q))
     assert_all_close(got, expected, *TOLERANCES[dtype])
@@ -76,11 +77,12 @@ def test_cpu_kernel_matches_reference(case, dtype):
         assert result.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", CASES[::4], ids=[case_id(c) for c in CASES[::4]])
-def test_cpu_kernel_bfloat16(case):
+def test_cpu_kernel_low_precision(case, dtype):
     q, k, v, temperature, heads, _ = case
-    assert_bfloat16_rule(first(torch.ops.pyairir.mdta), reference.mdta, [q, k, v, temperature], (heads,),
-                         grad_for(q))
+    assert_low_precision_rule(first(torch.ops.pyairir.mdta), reference.mdta, [q, k, v, temperature], (heads,),
+                              grad_for(q), dtype)
 
 
 def test_zero_channel_follows_f_normalize():
@@ -97,7 +99,7 @@ def test_zero_channel_follows_f_normalize():
 @pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])
 def test_gradcheck(case):
     q, k, v, temperature, heads, _ = case
-    inputs = tuple(t.detach().clone().requires_grad_() for t in (q, k, v, temperature))
+    inputs = tuple(exact_copy(t, requires_grad=True) for t in (q, k, v, temperature))
     assert torch.autograd.gradcheck(lambda q, k, v, t: mdta(q, k, v, t, heads), inputs)
 
 
@@ -105,31 +107,33 @@ def test_gradcheck(case):
 @pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])
 def test_opcheck(op, case):
     q, k, v, temperature, heads, _ = case
-    args = tuple(t.detach().clone().requires_grad_() for t in (q, k, v, temperature)) + (heads,)
+    args = tuple(exact_copy(t, requires_grad=True) for t in (q, k, v, temperature)) + (heads,)
     torch.library.opcheck(getattr(torch.ops.pyairir, op), args)
 
 
 TRITON = TINY + [c for c in CASES if c[0].shape[1] == 160][:2]
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", TRITON, ids=[case_id(c) for c in TRITON])
-def test_triton_kernel_matches_reference(case):
+def test_triton_kernel_matches_reference(case, dtype):
     """The Triton kernels, run by the Triton interpreter on CPU tensors (tests/conftest.py)."""
     q, k, v, temperature, heads, _ = case
-    got = run(first(torch.ops.pyairir.mdta_triton), [q, k, v, temperature], (heads,), grad_for(q))
+    tensors = [exact_copy(t, dtype) for t in (q, k, v, temperature)]
+    got = run(first(torch.ops.pyairir.mdta_triton), tensors, (heads,), grad_for(q))
     expected = run(reference.mdta, [q, k, v, temperature], (heads,), grad_for(q))
-    assert_all_close(got, expected, 1e-12, 1e-12)
+    assert_all_close(got, expected, *TOLERANCES[dtype])
 
 
 def test_triton_kernel_bfloat16():
     q, k, v, temperature, heads, _ = TINY[0]
-    assert_bfloat16_rule(first(torch.ops.pyairir.mdta_triton), reference.mdta, [q, k, v, temperature], (heads,),
-                         grad_for(q))
+    assert_low_precision_rule(first(torch.ops.pyairir.mdta_triton), reference.mdta, [q, k, v, temperature],
+                              (heads,), grad_for(q))
 
 
 def test_deterministic_across_thread_counts():
     q, k, v, temperature, heads, _ = CASES[-1]  # two chunks
-    tensors = [t.float() for t in (q, k, v, temperature)]
+    tensors = [exact_copy(t, torch.float32) for t in (q, k, v, temperature)]
     assert_same_for_any_thread_count(lambda: run(first(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q)))
 
 

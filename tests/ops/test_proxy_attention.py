@@ -7,7 +7,8 @@ import torch
 
 from pyairir import reference
 from pyairir.ops import proxy_attention
-from tests.ops.helpers import assert_all_close, assert_bfloat16_rule, assert_same_for_any_thread_count, run
+from tests.ops.helpers import (assert_all_close, assert_low_precision_rule, assert_same_for_any_thread_count,
+                               exact_copy, run)
 
 # (dtype, atol, rtol) against float64: float32 GEMMs over d <= 176 channels and sums over up to
 # ~600 keys (the online softmax rescales the running sums once per key block).
@@ -64,7 +65,7 @@ def grad_for(case):
 
 def cast(case, dtype):
     """The case's tensors in dtype, keeping their strides (channel slices stay slices)."""
-    return [t.to(dtype) if t.dtype != dtype else t for t in case[:4]]
+    return [exact_copy(t, dtype) for t in case[:4]]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -100,15 +101,16 @@ def test_zero_tokens_follow_normalize():
     assert_all_close(got, expected, 1e-12, 1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", CASES[:2], ids=[case_id(c) for c in CASES[:2]])
-def test_cpu_kernel_bfloat16(case):
+def test_cpu_kernel_low_precision(case, dtype):
     op = lambda *args: torch.ops.pyairir.proxy_attention(*args)[0]  # noqa: E731
-    assert_bfloat16_rule(op, reference.proxy_attention, list(case[:4]), (case[4],), grad_for(case))
+    assert_low_precision_rule(op, reference.proxy_attention, list(case[:4]), (case[4],), grad_for(case), dtype)
 
 
 @pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])
 def test_gradcheck(case):
-    inputs = tuple(t.detach().clone().requires_grad_() for t in case[:4])
+    inputs = tuple(exact_copy(t, requires_grad=True) for t in case[:4])
     assert torch.autograd.gradcheck(lambda *a: proxy_attention(*a, case[4]), inputs)
 
 
@@ -116,21 +118,22 @@ def test_gradcheck(case):
 @pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])
 def test_opcheck(op, case):
     torch.library.opcheck(getattr(torch.ops.pyairir, op),
-                          (*(t.detach().clone().requires_grad_() for t in case[:4]), case[4]))
+                          (*(exact_copy(t, requires_grad=True) for t in case[:4]), case[4]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", TINY + CASES[2:4], ids=[case_id(c) for c in TINY + CASES[2:4]])
-def test_triton_kernel_matches_reference(case):
+def test_triton_kernel_matches_reference(case, dtype):
     op = lambda *args: torch.ops.pyairir.proxy_attention_triton(*args)[0]  # noqa: E731
-    got = run(op, list(case[:4]), (case[4],), grad_for(case))
+    got = run(op, cast(case, dtype), (case[4],), grad_for(case))
     expected = run(reference.proxy_attention, list(case[:4]), (case[4],), grad_for(case))
-    assert_all_close(got, expected, 1e-12, 1e-12)
+    assert_all_close(got, expected, *TOLERANCES[dtype])
 
 
 def test_triton_kernel_bfloat16():
     case = TINY[1]
     op = lambda *args: torch.ops.pyairir.proxy_attention_triton(*args)[0]  # noqa: E731
-    assert_bfloat16_rule(op, reference.proxy_attention, list(case[:4]), (case[4],), grad_for(case))
+    assert_low_precision_rule(op, reference.proxy_attention, list(case[:4]), (case[4],), grad_for(case))
 
 
 def test_deterministic_across_thread_counts():

@@ -7,7 +7,8 @@ import torch
 
 from pyairir import reference
 from pyairir.ops import topk_prompt
-from tests.ops.helpers import assert_all_close, assert_bfloat16_rule, assert_same_for_any_thread_count, run
+from tests.ops.helpers import (assert_all_close, assert_low_precision_rule, assert_same_for_any_thread_count,
+                               exact_copy, run)
 
 # (dtype, atol, rtol) against float64: float32 sums of k weighted taps and of the resize's adjoint
 # over up to ~40 output pixels per prompt cell.
@@ -55,16 +56,17 @@ def first(op):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 def test_cpu_kernel_matches_reference(case, dtype):
-    tensors, rest = [t.to(dtype) for t in case[:2]], case[2:]
+    tensors, rest = [exact_copy(t, dtype) for t in case[:2]], case[2:]
     got = run(first(torch.ops.pyairir.topk_prompt), tensors, rest, grad_for(case))
     expected = run(reference.topk_prompt, [t.double() for t in tensors], rest, grad_for(case))
     assert_all_close(got, expected, *TOLERANCES[dtype])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", CASES[:2], ids=[case_id(c) for c in CASES[:2]])
-def test_cpu_kernel_bfloat16(case):
-    assert_bfloat16_rule(first(torch.ops.pyairir.topk_prompt), reference.topk_prompt, list(case[:2]), case[2:],
-                         grad_for(case))
+def test_cpu_kernel_low_precision(case, dtype):
+    assert_low_precision_rule(first(torch.ops.pyairir.topk_prompt), reference.topk_prompt, list(case[:2]), case[2:],
+                              grad_for(case), dtype)
 
 
 def test_weights_selection_and_sparse_gradient():
@@ -83,28 +85,30 @@ def test_weights_selection_and_sparse_gradient():
 
 @pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])
 def test_gradcheck(case):
-    logits, prompts = (t.clone().requires_grad_() for t in case[:2])
+    logits, prompts = (exact_copy(t, requires_grad=True) for t in case[:2])
     assert torch.autograd.gradcheck(lambda a, b: topk_prompt(a, b, *case[2:])[0], (logits, prompts))
 
 
 @pytest.mark.parametrize("op", ["topk_prompt", "topk_prompt_triton"])
 @pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])
 def test_opcheck(op, case):
-    torch.library.opcheck(getattr(torch.ops.pyairir, op), (*(t.clone().requires_grad_() for t in case[:2]),
+    torch.library.opcheck(getattr(torch.ops.pyairir, op), (*(exact_copy(t, requires_grad=True) for t in case[:2]),
                                                            *case[2:]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", TINY + CASES[1:4], ids=[case_id(c) for c in TINY + CASES[1:4]])
-def test_triton_kernel_matches_reference(case):
-    got = run(first(torch.ops.pyairir.topk_prompt_triton), list(case[:2]), case[2:], grad_for(case))
+def test_triton_kernel_matches_reference(case, dtype):
+    got = run(first(torch.ops.pyairir.topk_prompt_triton), [exact_copy(t, dtype) for t in case[:2]], case[2:],
+              grad_for(case))
     expected = run(reference.topk_prompt, list(case[:2]), case[2:], grad_for(case))
-    assert_all_close(got, expected, 1e-12, 1e-12)
+    assert_all_close(got, expected, *TOLERANCES[dtype])
 
 
 def test_triton_kernel_bfloat16():
     case = TINY[0]
-    assert_bfloat16_rule(first(torch.ops.pyairir.topk_prompt_triton), reference.topk_prompt, list(case[:2]),
-                         case[2:], grad_for(case))
+    assert_low_precision_rule(first(torch.ops.pyairir.topk_prompt_triton), reference.topk_prompt, list(case[:2]),
+                              case[2:], grad_for(case))
 
 
 def test_deterministic_across_thread_counts():

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 import pyairir
@@ -50,19 +52,48 @@ def test_renormalised_top_k_weights_sum_to_one():
     torch.testing.assert_close(out, expected)
 
 
-def sparse_flops(prompt_len: int) -> int:
+class ElementsProduced(TorchDispatchMode):
+    """Counts the elements every aten op writes (outputs that are views of an input are not
+    written): the work of the elementwise products and sums that mix prompts, which
+    FlopCounterMode does not count (it counts matrix products and convolutions only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        self.total += sum(t.numel() for t in tree_leaves(out)
+                          if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs)
+        return out
+
+
+BATCH = 2
+
+
+def sparse_cost(prompt_len: int, fast: bool) -> tuple[int, int]:
+    """(FLOPs, elements written) of one forward of a Sparse Prompt Module with n prompts of 64x16x16."""
     torch.manual_seed(0)
-    module = SparsePromptModule(64, prompt_len=prompt_len, prompt_size=16, lin_dim=96, top_k=1)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        module(torch.rand(2, 96, 32, 32))
-    return counter.get_total_flops()
+    module = SparsePromptModule(64, prompt_len=prompt_len, prompt_size=16, lin_dim=96, top_k=1, fast=fast)
+    x = torch.rand(BATCH, 96, 32, 32)
+    flops, elements = FlopCounterMode(display=False), ElementsProduced()
+    with flops, torch.no_grad():
+        module(x)
+    with elements, torch.no_grad():
+        module(x)
+    return flops.get_total_flops(), elements.total
 
 
-def test_cost_does_not_grow_with_the_number_of_prompts():
-    """From 5 to 15 prompts only the gate's Linear(96 -> n) grows (2 * batch * 96 * 10 FLOPs);
-    the prompts themselves cost the same, as only the selected one is used."""
-    assert sparse_flops(15) - sparse_flops(5) == 2 * 2 * 96 * 10
+@pytest.mark.parametrize("fast", [False, True], ids=["eager", "fast"])
+def test_cost_does_not_grow_with_the_number_of_prompts(fast):
+    """From 5 to 15 prompts only the gate grows: its Linear(96 -> n) (2 * batch * 96 * 10 FLOPs)
+    and the (B, n) logits and softmax it writes (2 * batch * 10 elements). A mix of every prompt
+    (PromptIR's dense routing with zero weights) would write 2 x 10 more prompt components per
+    image (the repeat and the product: 655,360 elements here)."""
+    (flops5, written5), (flops15, written15) = sparse_cost(5, fast), sparse_cost(15, fast)
+    assert flops15 - flops5 == 2 * BATCH * 96 * 10
+    assert written15 - written5 == 2 * BATCH * 10
 
 
 def test_only_selected_prompts_receive_gradient():
@@ -82,6 +113,45 @@ def test_trains_with_cpr_on_every_backbone(name):
     assert losses[-1] < losses[0], losses
     parts = model.training_loss(*batch())
     assert set(parts) == {"loss", "l1", "cpr"}
+
+
+class Identity(torch.nn.Module):
+    """phi = the image itself, as one feature map."""
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"image": image}
+
+
+def test_cpr_is_the_papers_formula_on_a_hand_computed_case():
+    """CPL Eq. 4-8 with phi the identity, m = 4 negatives, alpha = 0.01, on a model whose output
+    is set by the prompt it uses: every gate selects prompt 0 and gives I+ = 0.5 everywhere; the
+    clean image is 0.25; a negative forced onto prompt i gives 0.5 + d_i, d = (0.1, -0.3, 0.2, 0):
+        L_pixel = |0.5 - 0.25|                          = 0.25
+        L_pos   = (0.5 - 0.25)^2                        = 0.0625
+        L_neg   = (0.1^2 + 0.3^2 + 0.2^2 + 0^2) / 4     = 0.035
+        L_cpr   = L_pos - L_neg                         = 0.0275
+        L       = L_pixel + alpha L_cpr                 = 0.250275"""
+    model = CPL(backbone("promptir"), vgg=Identity(), negatives=4, alpha=0.01)
+    with torch.no_grad():
+        for module in model.prompt_modules():
+            module.linear_layer.weight.zero_()
+            module.linear_layer.bias.copy_(torch.tensor([10.0, 0, 0, 0, 0]))
+    offsets = torch.tensor([0.0, 0.1, -0.3, 0.2, 0.0])
+    network = model.forward
+
+    def forward(degraded):
+        network(degraded)  # the real forward records each gate's selection
+        forced = model.prompt_modules()[0].forced
+        value = torch.full((degraded.shape[0],), 0.5) if forced is None else 0.5 + offsets[forced[:, 0]]
+        return value[:, None, None, None].expand_as(degraded).clone().requires_grad_()
+
+    model.forward = forward
+    degraded = torch.rand(2, 3, 16, 16)
+    parts = model.training_loss(degraded, torch.full_like(degraded, 0.25))
+    assert all((m.last_probabilities.argmax(1) == 0).all() for m in model.prompt_modules())
+    assert parts["l1"].item() == pytest.approx(0.25, rel=1e-6)
+    assert parts["cpr"].item() == pytest.approx(0.0275, rel=1e-5)
+    assert parts["loss"].item() == pytest.approx(0.250275, rel=1e-6)
 
 
 def test_negatives_use_mismatched_prompts():

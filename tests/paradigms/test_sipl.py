@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import pyairir
 from pyairir.models.complexity import count
 from pyairir.paradigms import SIPL
-from tests.models.deterministic_weights import fill_deterministic
+from tests.models.deterministic_weights import deterministic_value, fill_deterministic
 from tests.paradigms.common import BACKBONES, backbone, batch, train
 
 DATA = Path(__file__).parent / "data"
@@ -31,15 +31,28 @@ def test_state_dict_is_the_official_one():
     assert sum(p.numel() for p in model.parameters()) == 40_028_562
 
 
-def test_official_state_dict_loads_strict(tmp_path):
-    source = fill_deterministic(SIPL(pyairir.create_model("promptir", **SHALLOW)))
-    official_layout = dict(source.state_dict())
-    target = SIPL(pyairir.create_model("promptir", **SHALLOW))
-    target.load_state_dict(official_layout, strict=True)
+def test_official_checkpoint_file_loads_strict(tmp_path):
+    """A BasicSR file ({'params': ...}, what SIPL's code saves) with exactly the official keys and
+    shapes (the manifest, not our model) loads with load_checkpoint into SIPL(PromptIR)."""
+    official = {name: deterministic_value(name, torch.Size(shape)).float() for name, shape in MANIFEST["sipl_promptir"]}
     path = tmp_path / "sipl.pth"
-    torch.save({"params": official_layout}, path)  # the BasicSR format SIPL's code saves
-    pyairir.load_checkpoint(SIPL(pyairir.create_model("promptir", **SHALLOW)), path)
-    assert all(torch.equal(target.state_dict()[k], v) for k, v in official_layout.items())
+    torch.save({"params": official}, path)
+    model = pyairir.load_checkpoint(SIPL(pyairir.create_model("promptir")), path)
+    state = model.state_dict()
+    assert set(state) == set(official)
+    assert all(torch.equal(state[k], v) for k, v in official.items())
+
+
+def test_loaded_checkpoint_gives_the_official_output(tmp_path):
+    expected = load_file(DATA / "official_outputs.safetensors")
+    path = tmp_path / "sipl.pth"
+    torch.save({"params": fill_deterministic(SIPL(pyairir.create_model("promptir", **SHALLOW)).double()).state_dict()},
+               path)
+    model = pyairir.load_checkpoint(SIPL(pyairir.create_model("promptir", **SHALLOW)).double(), path).eval()
+    with torch.no_grad():
+        out = model(expected["input"])
+    reference = expected["sipl_unguided"]
+    torch.testing.assert_close(out, reference, atol=1e-12 * reference.abs().max().item(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("guided", [False, True], ids=["unguided", "guided"])
@@ -86,6 +99,33 @@ def test_privileged_image_changes_the_output_and_inference_needs_no_truth(name):
     assert plain.shape == degraded.shape
     assert not torch.allclose(with_clean, with_other)
     assert not torch.allclose(plain, with_clean)
+
+
+def test_random_proxy_blends_each_sample_with_the_dictionary():
+    """use_random_proxy (official option): F'_PI = (1 - w) p_cross(PD, F_PI) + w PD, one w ~ U(0, 1)
+    per sample and stage, drawn in decoder order; without privileged features PD alone."""
+    model = SIPL(backbone("promptir"), use_random_proxy=True).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    degraded, clean = batch()
+    with torch.no_grad():
+        privileged = model.privileged_features(clean, restore=False)
+        torch.manual_seed(3)
+        blended = model(degraded, privileged)
+        torch.manual_seed(3)
+        proxies = {}
+        for stage in model.stages:  # the decoder meets the stages deepest first
+            k = model.index[stage]
+            dictionary = getattr(model, f"privileged_dictionary{k}").repeat(2, 1, 1, 1)
+            w = torch.rand(2, 1, 1, 1)
+            proxies[stage] = (1 - w) * getattr(model, f"p{k}_cross")(dictionary, privileged[stage]) + w * dictionary
+        torch.testing.assert_close(blended, model(degraded, proxies=proxies))
+        model.use_random_proxy = False
+        assert not torch.allclose(blended, model(degraded, privileged))
+        unguided = model(degraded)
+        model.use_random_proxy = True
+        torch.testing.assert_close(model(degraded), unguided)
 
 
 @pytest.mark.parametrize("loop", ["paper", "official"])

@@ -22,6 +22,12 @@ class Paradigm(nn.Module):
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
+        self.backbone = self.adopt(backbone)
+        self.register_state_dict_post_hook(_flatten_backbone_keys)
+        self.register_load_state_dict_pre_hook(_nest_backbone_keys)
+
+    def adopt(self, backbone: nn.Module) -> nn.Module:
+        """backbone, checked to implement the hook protocol, without its unused modules."""
         if not isinstance(backbone, Backbone):
             raise TypeError(f"{type(self).__name__}: the backbone must implement pyairir's hook protocol "
                             f"(encode/decode, level_channels, stage_channels), got {type(backbone).__name__}; "
@@ -29,9 +35,7 @@ class Paradigm(nn.Module):
         for name in getattr(backbone, "unused_modules", ()):
             if hasattr(backbone, name):
                 delattr(backbone, name)
-        self.backbone = backbone
-        self.register_state_dict_post_hook(_flatten_backbone_keys)
-        self.register_load_state_dict_pre_hook(_nest_backbone_keys)
+        return backbone
 
     @property
     def size_multiple(self) -> int:

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyairir.nn import DegradationAwareBlock, DegradationPredictor, PrivilegedEstimator
+from pyairir.nn import DegradationAwareBlock, DegradationPredictor, PrivilegedEstimator, set_fast
+from pyairir.nn.fast import is_pyairir
 from pyairir.paradigms.base import Paradigm, l1
 
 
@@ -37,6 +38,7 @@ class LUPI(Paradigm):
         unknown = [s for s in self.stages if s not in channels]
         if unknown:
             raise ValueError(f"LUPI: {unknown} are not decoder stages of {type(backbone).__name__} ({list(channels)})")
+        self.prior_dim = prior_dim
         self.teacher = PrivilegedEstimator(prior_dim, estimator_width)
         self.student = DegradationPredictor(prior_dim, estimator_width)
         self.degradation_blocks = nn.ModuleDict({s: DegradationAwareBlock(channels[s], prior_dim)
@@ -60,18 +62,29 @@ class LUPI(Paradigm):
         """Inference: R(I_d, D_S(I_d)); no clean image needed."""
         return self.restore_with_prior(degraded, self.student(degraded))
 
-    def begin_stage2(self, reinitialise_restorer: bool = False) -> None:
+    def begin_stage2(self, restorer: nn.Module | None = None) -> None:
         """Freezes the teacher (no gradient, eval mode, never updated again) and switches the
-        training loss to the student's. reinitialise_restorer: start R_S from fresh weights
-        instead of continuing from R_T."""
+        training loss to the student's. The student restorer R_S continues from R_T's weights, or,
+        given `restorer` (a freshly built backbone with R_T's decoder stages, e.g.
+        create_model("restormer")), starts from it, with new Degradation-aware Blocks: the paper's
+        "new student restorer". An optimizer built before must then be built again."""
         self.teacher.requires_grad_(False)
-        self.teacher.eval()
-        if reinitialise_restorer:
-            for module in [self.backbone, *self.degradation_blocks.values()]:
-                for child in module.modules():
-                    if hasattr(child, "reset_parameters"):
-                        child.reset_parameters()
+        if restorer is not None:
+            self._start_new_restorer(restorer)
         self.training_stage.fill_(2)
+        self.train(self.training)  # the teacher in eval mode from now on, new modules in the model's mode
+
+    def _start_new_restorer(self, restorer: nn.Module) -> None:
+        restorer = self.adopt(restorer)
+        if restorer.stage_channels() != self.backbone.stage_channels():
+            raise ValueError(f"LUPI.begin_stage2: restorer has decoder stages {restorer.stage_channels()}, "
+                             f"R_T has {self.backbone.stage_channels()}")
+        old = next(self.backbone.parameters())
+        fast = any(getattr(m, "fast", False) is True for m in self.backbone.modules() if is_pyairir(m))
+        blocks = nn.ModuleDict({s: DegradationAwareBlock(restorer.stage_channels()[s], self.prior_dim)
+                                for s in self.stages})
+        self.backbone = set_fast(restorer.to(old.device, old.dtype), fast)
+        self.degradation_blocks = set_fast(blocks.to(old.device, old.dtype), fast)
 
     def train(self, mode: bool = True) -> "LUPI":
         super().train(mode)

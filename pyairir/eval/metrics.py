@@ -15,8 +15,6 @@ Both take (B, 3, H, W) or (3, H, W) tensors and return one value per image (B,),
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -86,6 +84,3 @@ def ssim(restored: torch.Tensor, clean: torch.Tensor, protocol: str = "promptir"
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
     return s.flatten(2).mean(2).mean(1)
 
-
-def psnr_from_mse(mse: float, data_range: float = 1.0) -> float:
-    return 10 * math.log10(data_range ** 2 / mse)

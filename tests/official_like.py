@@ -1,8 +1,12 @@
-"""A user's own copy of the official building blocks, as accelerate() meets them in the wild:
-the official class and attribute names and computations (Restormer's token-layout LayerNorms,
-MDTA `Attention`, GDFN `FeedForward`; NAFNet's `LayerNorm2d` and `NAFBlock`), written here in
-plain PyTorch, in a module pyairir knows nothing about. Also a look-alike that must not be
-touched: SIPL's `DualGate_FeedForward` has GDFN's parameters but another gate."""
+"""A user's own copy of the official code, as accelerate() meets it in the wild and as the
+benchmarks time it: the official class and attribute names, state_dict keys and computations
+(Restormer's token-layout LayerNorms, MDTA `Attention`, GDFN `FeedForward`, PromptIR's
+`PromptGenBlock` mixing every prompt of a batch-repeated parameter, NAFNet's `LayerNorm2d` and
+`NAFBlock`, and the whole `Restormer`, `PromptIR` and `NAFNet`), written here in plain PyTorch
+from the papers' and the notes' descriptions, in a module pyairir knows nothing about.
+tests/test_official_like.py checks that the whole models have the official keys and give the
+official outputs. Also a look-alike that must not be touched: SIPL's `DualGate_FeedForward` has
+GDFN's parameters but another gate."""
 
 from __future__ import annotations
 
@@ -157,3 +161,281 @@ class UserNet(nn.Module):
 
     def forward(self, x):
         return self.out(self.blocks(self.embed(x))) + x
+
+
+class OverlapPatchEmbed(nn.Module):
+    def __init__(self, in_c=3, embed_dim=48, bias=False):
+        super().__init__()
+        self.proj = nn.Conv2d(in_c, embed_dim, 3, padding=1, bias=bias)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class Downsample(nn.Module):
+    def __init__(self, n_feat):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(n_feat, n_feat // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, n_feat):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(n_feat, n_feat * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def blocks(n, dim, heads, ffn_expansion_factor, bias, LayerNorm_type):  # noqa: N803
+    return nn.Sequential(*[TransformerBlock(dim, heads, ffn_expansion_factor, bias, LayerNorm_type) for _ in range(n)])
+
+
+class Restormer(nn.Module):
+    def __init__(self, inp_channels=3, out_channels=3, dim=48, num_blocks=(4, 6, 6, 8), num_refinement_blocks=4,
+                 heads=(1, 2, 4, 8), ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias",  # noqa: N803
+                 dual_pixel_task=False):
+        super().__init__()
+        args = (ffn_expansion_factor, bias, LayerNorm_type)
+        self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
+        self.encoder_level1 = blocks(num_blocks[0], dim, heads[0], *args)
+        self.down1_2 = Downsample(dim)
+        self.encoder_level2 = blocks(num_blocks[1], dim * 2, heads[1], *args)
+        self.down2_3 = Downsample(dim * 2)
+        self.encoder_level3 = blocks(num_blocks[2], dim * 4, heads[2], *args)
+        self.down3_4 = Downsample(dim * 4)
+        self.latent = blocks(num_blocks[3], dim * 8, heads[3], *args)
+        self.up4_3 = Upsample(dim * 8)
+        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, 1, bias=bias)
+        self.decoder_level3 = blocks(num_blocks[2], dim * 4, heads[2], *args)
+        self.up3_2 = Upsample(dim * 4)
+        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, 1, bias=bias)
+        self.decoder_level2 = blocks(num_blocks[1], dim * 2, heads[1], *args)
+        self.up2_1 = Upsample(dim * 2)
+        self.decoder_level1 = blocks(num_blocks[0], dim * 2, heads[0], *args)
+        self.refinement = blocks(num_refinement_blocks, dim * 2, heads[0], *args)
+        self.dual_pixel_task = dual_pixel_task
+        if dual_pixel_task:
+            self.skip_conv = nn.Conv2d(dim, dim * 2, 1, bias=bias)
+        self.output = nn.Conv2d(dim * 2, out_channels, 3, padding=1, bias=bias)
+
+    def forward(self, inp_img):
+        inp_enc_level1 = self.patch_embed(inp_img)
+        out_enc_level1 = self.encoder_level1(inp_enc_level1)
+        out_enc_level2 = self.encoder_level2(self.down1_2(out_enc_level1))
+        out_enc_level3 = self.encoder_level3(self.down2_3(out_enc_level2))
+        latent = self.latent(self.down3_4(out_enc_level3))
+        x = self.reduce_chan_level3(torch.cat([self.up4_3(latent), out_enc_level3], 1))
+        x = self.decoder_level3(x)
+        x = self.reduce_chan_level2(torch.cat([self.up3_2(x), out_enc_level2], 1))
+        x = self.decoder_level2(x)
+        x = self.decoder_level1(torch.cat([self.up2_1(x), out_enc_level1], 1))
+        x = self.refinement(x)
+        if self.dual_pixel_task:
+            return self.output(x + self.skip_conv(inp_enc_level1))
+        return self.output(x) + inp_img
+
+
+class PromptGenBlock(nn.Module):
+    """Every prompt component weighted by the gate's softmax, from the parameter repeated per image."""
+
+    def __init__(self, prompt_dim=128, prompt_len=5, prompt_size=96, lin_dim=192):
+        super().__init__()
+        self.prompt_param = nn.Parameter(torch.rand(1, prompt_len, prompt_dim, prompt_size, prompt_size))
+        self.linear_layer = nn.Linear(lin_dim, prompt_len)
+        self.conv3x3 = nn.Conv2d(prompt_dim, prompt_dim, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return self.conv3x3(self.route(self.linear_layer(x.mean(dim=(-2, -1))), x.shape[-2:]))
+
+    def route(self, logits, size):
+        """The official computation from the gate's logits (B, n) to the resized prompt."""
+        weights = F.softmax(logits, dim=1)
+        prompt = (weights[:, :, None, None, None] * self.prompt_param.repeat(logits.shape[0], 1, 1, 1, 1)).sum(dim=1)
+        return F.interpolate(prompt, tuple(size), mode="bilinear")
+
+
+class PromptIR(nn.Module):
+    """decoder=True, the configuration the papers train; the six unused convs are kept."""
+
+    def __init__(self, inp_channels=3, out_channels=3, dim=48, num_blocks=(4, 6, 6, 8), num_refinement_blocks=4,
+                 heads=(1, 2, 4, 8), ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias",  # noqa: N803
+                 decoder=True):
+        super().__init__()
+        self.decoder = decoder
+        self.build(inp_channels, out_channels, dim, num_blocks, num_refinement_blocks, heads,
+                   (ffn_expansion_factor, bias, LayerNorm_type), unused_convs=True)
+
+    def build(self, inp_channels, out_channels, dim, num_blocks, num_refinement_blocks, heads, args, unused_convs,
+              after_prompts=lambda: None):
+        """The layers in the official order; after_prompts adds SIPL's blocks where its class has them."""
+        bias = args[1]
+        self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
+        self.prompt1 = PromptGenBlock(64, 5, 64, dim * 2)
+        self.prompt2 = PromptGenBlock(128, 5, 32, dim * 4)
+        self.prompt3 = PromptGenBlock(320, 5, 16, dim * 8)
+        after_prompts()
+        if unused_convs:
+            self.chnl_reduce1 = nn.Conv2d(64, 64, 1, bias=bias)
+            self.chnl_reduce2 = nn.Conv2d(128, 128, 1, bias=bias)
+            self.chnl_reduce3 = nn.Conv2d(320, 256, 1, bias=bias)
+            self.reduce_noise_channel_1 = nn.Conv2d(dim + 64, dim, 1, bias=bias)
+        self.encoder_level1 = blocks(num_blocks[0], dim, heads[0], *args)
+        self.down1_2 = Downsample(dim)
+        if unused_convs:
+            self.reduce_noise_channel_2 = nn.Conv2d(dim * 2 + 128, dim * 2, 1, bias=bias)
+        self.encoder_level2 = blocks(num_blocks[1], dim * 2, heads[1], *args)
+        self.down2_3 = Downsample(dim * 2)
+        if unused_convs:
+            self.reduce_noise_channel_3 = nn.Conv2d(dim * 4 + 256, dim * 4, 1, bias=bias)
+        self.encoder_level3 = blocks(num_blocks[2], dim * 4, heads[2], *args)
+        self.down3_4 = Downsample(dim * 4)
+        self.latent = blocks(num_blocks[3], dim * 8, heads[3], *args)
+        self.up4_3 = Upsample(dim * 4)
+        self.reduce_chan_level3 = nn.Conv2d(dim * 2 + dim * 4, dim * 4, 1, bias=bias)
+        self.noise_level3 = TransformerBlock(dim * 8 + 320, heads[2], *args)
+        self.reduce_noise_level3 = nn.Conv2d(dim * 8 + 320, dim * 4, 1, bias=bias)
+        self.decoder_level3 = blocks(num_blocks[2], dim * 4, heads[2], *args)
+        self.up3_2 = Upsample(dim * 4)
+        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, 1, bias=bias)
+        self.noise_level2 = TransformerBlock(dim * 4 + 128, heads[2], *args)
+        self.reduce_noise_level2 = nn.Conv2d(dim * 4 + 128, dim * 4, 1, bias=bias)
+        self.decoder_level2 = blocks(num_blocks[1], dim * 2, heads[1], *args)
+        self.up2_1 = Upsample(dim * 2)
+        self.noise_level1 = TransformerBlock(dim * 2 + 64, heads[2], *args)
+        self.reduce_noise_level1 = nn.Conv2d(dim * 2 + 64, dim * 2, 1, bias=bias)
+        self.decoder_level1 = blocks(num_blocks[0], dim * 2, heads[0], *args)
+        self.refinement = blocks(num_refinement_blocks, dim * 2, heads[0], *args)
+        self.output = nn.Conv2d(dim * 2, out_channels, 3, padding=1, bias=bias)
+
+    def encoder(self, inp_img):
+        out_enc_level1 = self.encoder_level1(self.patch_embed(inp_img))
+        out_enc_level2 = self.encoder_level2(self.down1_2(out_enc_level1))
+        out_enc_level3 = self.encoder_level3(self.down2_3(out_enc_level2))
+        return out_enc_level1, out_enc_level2, out_enc_level3, self.latent(self.down3_4(out_enc_level3))
+
+    def run(self, inp_img, fuse=lambda k, x: x):
+        """The forward; fuse(k, x) is applied before the prompt at decoder stage k = 3, 2, 1."""
+        out_enc_level1, out_enc_level2, out_enc_level3, latent = self.encoder(inp_img)
+        latent = fuse(3, latent)
+        latent = self.reduce_noise_level3(self.noise_level3(torch.cat([latent, self.prompt3(latent)], 1)))
+        x = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), out_enc_level3], 1)))
+        x = fuse(2, x)
+        x = self.reduce_noise_level2(self.noise_level2(torch.cat([x, self.prompt2(x)], 1)))
+        x = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(x), out_enc_level2], 1)))
+        x = fuse(1, x)
+        x = self.reduce_noise_level1(self.noise_level1(torch.cat([x, self.prompt1(x)], 1)))
+        x = self.decoder_level1(torch.cat([self.up2_1(x), out_enc_level1], 1))
+        return self.output(self.refinement(x)) + inp_img
+
+    def forward(self, inp_img):
+        return self.run(inp_img)
+
+
+class CrossAttention_RestormerV2(nn.Module):  # noqa: N801
+    """Spatial attention of the query's pixels over the key/value's pixels, cosine scores."""
+
+    def __init__(self, dim, num_heads, bias):
+        super().__init__()
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.kv = nn.Conv2d(dim, dim * 2, 1, bias=bias)
+        self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, 3, padding=1, groups=dim * 2, bias=bias)
+        self.q = nn.Conv2d(dim, dim, 1, bias=bias)
+        self.q_dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+
+    def forward(self, x, y):
+        b, c, h, w = x.shape
+        k, v = self.kv_dwconv(self.kv(y)).chunk(2, dim=1)
+        q = self.q_dwconv(self.q(x))
+        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, -1).transpose(-2, -1) for t in (q, k, v))
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
+        return self.project_out((attn @ v).transpose(-2, -1).reshape(b, c, h, w))
+
+
+class CrossTransformerRestormer_Block_PIM(nn.Module):  # noqa: N801
+    def __init__(self, dim, num_heads, ffn_expansion_factor=2, bias=False, LayerNorm_type="WithBias"):  # noqa: N803
+        super().__init__()
+        self.norm11 = LayerNorm(dim, LayerNorm_type)
+        self.norm12 = LayerNorm(dim, LayerNorm_type)
+        self.attn = CrossAttention_RestormerV2(dim, num_heads, bias)
+        self.norm2 = LayerNorm(dim, LayerNorm_type)
+        self.ffn = DualGate_FeedForward(dim, ffn_expansion_factor, bias)
+
+    def forward(self, x_q, x_kv):
+        x_q = self.norm11(x_q)
+        x = x_q + self.attn(x_q, self.norm12(x_kv))
+        return x + self.ffn(self.norm2(x))
+
+
+class PromptIR_ProxyFusion(PromptIR):  # noqa: N801
+    """SIPL's model: Privileged Dictionaries fused with privileged features (p{k}_cross), then with
+    the decoder's features (cross_p{k}), before each prompt; no unused convs."""
+
+    def __init__(self, inp_channels=3, out_channels=3, dim=48, num_blocks=(4, 6, 6, 8), num_refinement_blocks=4,
+                 heads=(1, 2, 4, 8), ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias"):  # noqa: N803
+        nn.Module.__init__(self)
+        for k, (channels, size) in enumerate([(dim * 2, 64), (dim * 4, 32), (dim * 8, 16)], start=1):
+            setattr(self, f"privileged_dictionary{k}", nn.Parameter(torch.zeros(1, channels, size, size)))
+
+        def cross_blocks():
+            for prefix, level_heads in (("p{}_cross", (heads[0], heads[1], heads[0])),
+                                        ("cross_p{}", (heads[0], heads[1], heads[2]))):
+                for k, channels in enumerate([dim * 2, dim * 4, dim * 8], start=1):
+                    block = CrossTransformerRestormer_Block_PIM(channels, level_heads[k - 1], 2, bias, LayerNorm_type)
+                    setattr(self, prefix.format(k), block)
+
+        self.build(inp_channels, out_channels, dim, num_blocks, num_refinement_blocks, heads,
+                   (ffn_expansion_factor, bias, LayerNorm_type), unused_convs=False, after_prompts=cross_blocks)
+
+    def privileged_features(self, image):
+        """The official return_feature=True: the encoder features at the fused levels 1, 2, 3."""
+        return self.encoder(image)[1:]
+
+    def forward(self, inp_img, privileged_features=None):
+        def fuse(k, x):
+            dictionary = getattr(self, f"privileged_dictionary{k}").repeat(x.shape[0], 1, 1, 1)
+            if privileged_features is not None:
+                dictionary = getattr(self, f"p{k}_cross")(dictionary, privileged_features[k - 1])
+            return getattr(self, f"cross_p{k}")(x, dictionary)
+
+        return self.run(inp_img, fuse)
+
+
+class NAFNet(nn.Module):
+    def __init__(self, img_channel=3, width=16, middle_blk_num=1, enc_blk_nums=(), dec_blk_nums=()):
+        super().__init__()
+        self.intro = nn.Conv2d(img_channel, width, 3, padding=1)
+        self.ending = nn.Conv2d(width, img_channel, 3, padding=1)
+        self.encoders, self.decoders, self.middle_blks = nn.ModuleList(), nn.ModuleList(), nn.Sequential()
+        self.ups, self.downs = nn.ModuleList(), nn.ModuleList()
+        chan = width
+        for num in enc_blk_nums:
+            self.encoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
+            self.downs.append(nn.Conv2d(chan, 2 * chan, 2, stride=2))
+            chan *= 2
+        self.middle_blks = nn.Sequential(*[NAFBlock(chan) for _ in range(middle_blk_num)])
+        for num in dec_blk_nums:
+            self.ups.append(nn.Sequential(nn.Conv2d(chan, chan * 2, 1, bias=False), nn.PixelShuffle(2)))
+            chan //= 2
+            self.decoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
+        self.padder_size = 2 ** len(self.encoders)
+
+    def forward(self, inp):
+        h, w = inp.shape[-2:]
+        inp = F.pad(inp, (0, -w % self.padder_size, 0, -h % self.padder_size))
+        x = self.intro(inp)
+        skips = []
+        for encoder, down in zip(self.encoders, self.downs):
+            x = encoder(x)
+            skips.append(x)
+            x = down(x)
+        x = self.middle_blks(x)
+        for decoder, up, skip in zip(self.decoders, self.ups, skips[::-1]):
+            x = decoder(up(x) + skip)
+        return (self.ending(x) + inp)[:, :, :h, :w]

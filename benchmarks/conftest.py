@@ -65,6 +65,21 @@ class Limit:
     limit: float
 
 
+def cpu_description() -> str:
+    """The CPU's model name and the vector extensions that decide kernel speed, from /proc/cpuinfo."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    extensions = [name for name in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+                  if name in flags]
+    return (f"{fields.get('model name', platform.machine())}, {os.cpu_count()} CPUs, {' '.join(extensions)}; "
+            f"ATen kernels {torch.backends.cpu.get_cpu_capability()}")
+
+
 def unit(group: str) -> str:
     return "MB" if group.endswith("peak RSS") else "s"
 
@@ -92,32 +107,42 @@ TARGETS = [
           "op channels_last", 2.0),
     Claim("film_gelu op vs eager, forward+backward, channels_last", "film_gelu forward+backward", "eager",
           "op channels_last"),
-    Claim("topk_prompt (k=1 of 5) vs eager PromptGenBlock routing (5 prompts), 64x256x256", "topk_prompt",
-          "eager, 5 prompts", "op k=1, 5 prompts", 3.0),
+    Claim("topk_prompt (k=1 of 5) vs official PromptGenBlock routing (5 prompts), 64x256x256", "topk_prompt",
+          "official, 5 prompts", "op k=1, 5 prompts", 3.0),
     Claim("topk_prompt k=1: 15 prompts / 5 prompts (flat)", "topk_prompt", "op k=1, 15 prompts",
           "op k=1, 5 prompts", 1.1, at_most=True),
-    Claim("topk_prompt dense (fast PromptGenBlock) vs eager PromptGenBlock routing, 5 prompts", "topk_prompt",
-          "eager, 5 prompts", "fast PromptGenBlock, 5 prompts"),
-    Claim("topk_prompt k=1 vs eager routing, forward+backward, 5 prompts", "topk_prompt forward+backward",
-          "eager, 5 prompts", "op k=1, 5 prompts"),
+    Claim("topk_prompt dense (fast PromptGenBlock) vs official PromptGenBlock routing, 5 prompts", "topk_prompt",
+          "official, 5 prompts", "fast PromptGenBlock, 5 prompts"),
+    Claim("topk_prompt k=1 vs official routing, forward+backward, 5 prompts", "topk_prompt forward+backward",
+          "official, 5 prompts", "op k=1, 5 prompts"),
     Claim("proxy_attention op vs eager, 65536 queries x 4096 keys, C=96", "proxy_attention forward", "eager", "op",
           None),
-    Claim("SIPL-PromptIR guided pass, 3x512x512: fast vs eager", "sipl guided pass 512", "eager", "fast", 3.0),
-    Claim("SIPL-PromptIR guided pass, 3x512x512: peak RSS eager / fast", "sipl guided pass 512 peak RSS", "eager",
-          "fast", 2.0),
+    Claim("SIPL-PromptIR guided pass, 3x512x512: fast vs official eager", "sipl guided pass 512", "official eager",
+          "fast", 3.0),
+    Claim("SIPL-PromptIR guided pass, 3x512x512: peak RSS official eager / fast", "sipl guided pass 512 peak RSS",
+          "official eager", "fast", 2.0),
     Claim("SIPL refinement (paper loop), 3x256x256: full pass / cached encoder", "sipl refinement 256",
           "full pass", "cached encoder", 1 / 0.7),
-    Claim("PromptIR fast fp32 vs eager fp32, 3x256x256", "promptir inference", "eager fp32", "fast fp32", 2.5),
-    Claim("PromptIR fast fp32 vs torch.compile fp32", "promptir inference", "compile fp32", "fast fp32", 1.0),
-    Claim("PromptIR fast bf16 vs torch.compile + bf16 autocast", "promptir inference", "compile bf16 autocast",
-          "fast bf16", 1.0),
-    Claim("Restormer fast fp32 vs eager fp32, 3x256x256", "restormer inference", "eager fp32", "fast fp32", 2.5),
-    Claim("Restormer fast fp32 vs torch.compile fp32", "restormer inference", "compile fp32", "fast fp32", 1.0),
-    Claim("Restormer fast bf16 vs torch.compile + bf16 autocast", "restormer inference", "compile bf16 autocast",
-          "fast bf16", 1.0),
-    Claim("NAFNet-SIDD-w32 fast fp32 vs eager fp32, 3x256x256", "nafnet inference", "eager fp32", "fast fp32"),
-    Claim("PromptIR training step (fwd+bwd, 2x3x128x128) fast vs eager", "promptir training step", "eager", "fast",
-          1.8),
+    *(claim for name, title in (("promptir", "PromptIR"), ("restormer", "Restormer")) for claim in (
+        Claim(f"{title} fast fp32 vs official eager fp32, 3x256x256", f"{name} inference", "official eager fp32",
+              "fast fp32", 2.5),
+        Claim(f"{title} fast fp32 vs torch.compile fp32", f"{name} inference", "compile fp32", "fast fp32", 1.0),
+        Claim(f"{title} fast fp32 vs torch.compile fp32, freezing", f"{name} inference", "compile fp32 freezing",
+              "fast fp32", 1.0),
+        Claim(f"{title} fast bf16 vs torch.compile of the same bf16 model", f"{name} inference", "compile bf16",
+              "fast bf16", 1.0),
+        Claim(f"{title} fast bf16 vs torch.compile bf16, freezing", f"{name} inference", "compile bf16 freezing",
+              "fast bf16", 1.0),
+        Claim(f"{title} fast bf16 vs torch.compile + bf16 autocast", f"{name} inference", "compile bf16 autocast",
+              "fast bf16", 1.0),
+        Claim(f"{title} fast bf16 vs official eager + bf16 autocast", f"{name} inference",
+              "official eager bf16 autocast", "fast bf16"),
+    )),
+    Claim("NAFNet-SIDD-w32 fast fp32 vs official eager fp32, 3x256x256", "nafnet inference", "official eager fp32",
+          "fast fp32"),
+    Claim("NAFNet-SIDD-w32 fast fp32 vs torch.compile fp32", "nafnet inference", "compile fp32", "fast fp32"),
+    Claim("PromptIR training step (fwd+bwd, 2x3x128x128) fast vs official eager", "promptir training step",
+          "official eager", "fast", 1.8),
 ]
 
 LIMITS = [
@@ -181,7 +206,7 @@ def pytest_terminal_summary(terminalreporter):
     write("")
     reuse = terminalreporter.config.getoption("--reuse-freed-memory")
     write(f"pyairir speed and memory ratios (one run; {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{platform.processor() or platform.machine()}, freed memory {'reused' if reuse else 'returned (default)'})")
+          f"{cpu_description()}, freed memory {'reused' if reuse else 'returned (default)'})")
     write(f"{'claim':<78} {'larger':>10} {'smaller':>10} {'ratio':>7} {'target':>7}")
     for claim, larger, smaller, ratio in rows:
         met = claim.met(ratio)
@@ -200,6 +225,7 @@ def pytest_terminal_summary(terminalreporter):
 def _write_json(rows, limits, compiles, reuse: bool) -> None:
     data = {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "cpu": cpu_description(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "reuse_freed_memory": reuse,
         "medians": {f"{g} | {v}": t for (g, v), t in RESULTS.items()},
         "ratios": [{"claim": c.what, "unit": unit(c.group), "larger": a, "smaller": b, "ratio": r,

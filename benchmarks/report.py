@@ -18,26 +18,52 @@ def _value(value: float, unit: str) -> str:
     return f"{value:.0f} MB" if unit == "MB" else f"{value * 1e3:.1f} ms"
 
 
+def _ratio_row(row: dict) -> str:
+    verdict = "" if row["met"] is None else (" (met)" if row["met"] else " (**missed**)")
+    return (f"| {row['claim']} | {_value(row['larger'], row['unit'])} | {_value(row['smaller'], row['unit'])} | "
+            f"{row['ratio']:.2f}x | {row['target']}{verdict} |")
+
+
+def _limit_row(row: dict) -> str:
+    return (f"| {row['claim']} | {_value(row['value'], row['unit'])} | {_value(row['limit'], row['unit'])} "
+            f"({'met' if row['met'] else '**missed**'}) |")
+
+
+RATIO_HEADER = ["| claim | larger | smaller | ratio | target |", "|---|---:|---:|---:|---:|"]
+LIMIT_HEADER = ["| claim | value | limit |", "|---|---:|---:|"]
+
+
 def render(data: dict) -> str:
+    missed_ratios = [row for row in data["ratios"] if row["met"] is False]
+    missed_limits = [row for row in data.get("limits", []) if not row["met"]]
     lines = [
         "# Benchmarks",
         "",
         "Written by `python -m benchmarks.report` from what `pytest benchmarks/` measured in one run "
-        f"(torch {data['torch']}, {data['threads']} threads, {data['machine']}, "
+        f"({data.get('date', 'date not recorded')}; torch {data['torch']}, {data['threads']} threads, "
+        f"{data.get('cpu', data['machine'])}, "
         f"{'with' if data['reuse_freed_memory'] else 'without'} `pyairir.runtime.reuse_freed_memory()`). "
         "Times are medians, memory is peak RSS of a fresh process; a ratio is larger / smaller.",
         "",
-        "| claim | larger | smaller | ratio | target |",
-        "|---|---:|---:|---:|---:|",
+        "Baselines: \"official\" is the official code's structure (tests/official_like.py: the official "
+        "classes' computations, state_dict keys and outputs, checked by tests/test_official_like.py) holding "
+        "the same weights as the fast model; `torch.compile` compiles that official structure (default "
+        "options, and `freezing=True`); bf16 rows compare the same bf16 weights, autocast rows fp32 weights "
+        "under `torch.autocast`. The op baselines are the official computations the ops replace "
+        "(pyairir.reference, written as the official code computes; LUPI's FiLM has no official code).",
+        "",
     ]
-    for row in data["ratios"]:
-        verdict = "" if row["met"] is None else (" (met)" if row["met"] else " (missed)")
-        lines.append(f"| {row['claim']} | {_value(row['larger'], row['unit'])} | "
-                     f"{_value(row['smaller'], row['unit'])} | {row['ratio']:.2f}x | {row['target']}{verdict} |")
+    if missed_ratios or missed_limits:
+        lines += [f"## Missed targets ({len(missed_ratios) + len(missed_limits)})", ""]
+        if missed_ratios:
+            lines += RATIO_HEADER + [_ratio_row(row) for row in missed_ratios] + [""]
+        if missed_limits:
+            lines += LIMIT_HEADER + [_limit_row(row) for row in missed_limits] + [""]
+    else:
+        lines += ["Every target was met in this run.", ""]
+    lines += ["## All ratios", ""] + RATIO_HEADER + [_ratio_row(row) for row in data["ratios"]]
     if data.get("limits"):
-        lines += ["", "| claim | value | limit |", "|---|---:|---:|"]
-        lines += [f"| {row['claim']} | {_value(row['value'], row['unit'])} | {_value(row['limit'], row['unit'])} "
-                  f"({'met' if row['met'] else 'missed'}) |" for row in data["limits"]]
+        lines += [""] + LIMIT_HEADER + [_limit_row(row) for row in data["limits"]]
     if data["compile_seconds"]:
         lines += ["", "torch.compile time (first call, tracing and code generation):", ""]
         lines += [f"- {name}: {seconds:.1f} s" for name, seconds in sorted(data["compile_seconds"].items())]

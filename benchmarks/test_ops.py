@@ -7,18 +7,9 @@ import pytest
 import torch
 
 from pyairir import ops, reference
+from tests import official_like
 
 SIZE = 256
-
-
-def official_layer_norm(x, weight, bias):
-    """Restormer's WithBias_LayerNorm as the official code runs it: to (B, HW, C) tokens and back."""
-    b, c, h, w = x.shape
-    tokens = x.flatten(2).transpose(1, 2)
-    mu = tokens.mean(-1, keepdim=True)
-    sigma = tokens.var(-1, keepdim=True, unbiased=False)
-    tokens = (tokens - mu) / torch.sqrt(sigma + 1e-5) * weight + bias
-    return tokens.transpose(1, 2).reshape(b, c, h, w)
 
 
 def image(channels, channels_last=False, seed=0):
@@ -31,7 +22,9 @@ def test_layer_norm(measure, variant):
     x = image(96, channels_last=variant.endswith("channels_last"))
     weight, bias = torch.randn(96), torch.randn(96)
     if variant == "official":
-        fn = lambda: official_layer_norm(x, weight, bias)  # noqa: E731
+        norm = official_like.LayerNorm(96, "WithBias")  # to (B, HW, C) tokens and back
+        norm.body.weight.data, norm.body.bias.data = weight, bias
+        fn = lambda: norm(x)  # noqa: E731
     else:
         fn = lambda: ops.layer_norm_channels(x, weight, bias, 1e-5, True)  # noqa: E731
     with torch.no_grad():
@@ -126,19 +119,21 @@ def test_film_gelu_forward_backward(measure, variant):
 
 
 def prompt_router(variant: str) -> torch.nn.Module:
-    """PromptIR's prompt1 (64 channels, 64x64 components) as the eager PromptGenBlock, as CPL's
-    SparsePromptModule with top-1 routing on the fused kernel, or as the fast PromptGenBlock (the
-    kernel's dense case, k = n)."""
+    """PromptIR's prompt1 (64 channels, 64x64 components) as the official PromptGenBlock (every
+    prompt of the batch-repeated parameter), as CPL's SparsePromptModule with top-1 routing on the
+    fused kernel, or as the fast PromptGenBlock (the kernel's dense case, k = n)."""
     from pyairir.nn import PromptGenBlock, SparsePromptModule
 
     n = 15 if "15" in variant else 5
     torch.manual_seed(0)
-    if variant.startswith("eager") or variant.startswith("fast PromptGenBlock"):
-        return PromptGenBlock(64, prompt_len=n, prompt_size=64, lin_dim=96, fast=variant.startswith("fast"))
+    if variant.startswith("official"):
+        return official_like.PromptGenBlock(64, prompt_len=n, prompt_size=64, lin_dim=96)
+    if variant.startswith("fast PromptGenBlock"):
+        return PromptGenBlock(64, prompt_len=n, prompt_size=64, lin_dim=96, fast=True)
     return SparsePromptModule(64, prompt_len=n, prompt_size=64, lin_dim=96, top_k=1, fast=True)
 
 
-TOPK_VARIANTS = ["eager, 5 prompts", "op k=1, 5 prompts", "op k=1, 15 prompts", "fast PromptGenBlock, 5 prompts"]
+TOPK_VARIANTS = ["official, 5 prompts", "op k=1, 5 prompts", "op k=1, 15 prompts", "fast PromptGenBlock, 5 prompts"]
 
 
 @pytest.mark.parametrize("variant", TOPK_VARIANTS)

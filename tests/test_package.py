@@ -49,10 +49,10 @@ def cuda_binding_compiler() -> tuple[list[str] | None, str]:
 
     if torch.version.cuda is None:
         return None, f"torch {torch.__version__} is a CPU build: it has no CUDA headers to compile the bindings against"
-    if cpp_extension.CUDA_HOME is None:
-        return None, "no CUDA toolkit (set CUDA_HOME)"
+    if cpp_extension.CUDA_HOME is None or not Path(cpp_extension.CUDA_HOME, "include", "cuda_runtime.h").is_file():
+        return None, f"no CUDA toolkit headers at CUDA_HOME={cpp_extension.CUDA_HOME} (set CUDA_HOME to the toolkit)"
     includes = [*cpp_extension.include_paths(device_type="cuda"), sysconfig.get_paths()["include"]]
-    return ["g++", "-std=c++17", "-fsyntax-only", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+    return ["g++", "-std=c++20", "-fsyntax-only", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
             *(f"-I{path}" for path in includes)], ""
 
 

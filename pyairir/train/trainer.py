@@ -184,7 +184,10 @@ class Trainer:
         c = self.config
         data = self.dataset()
         sampler = StepSampler(len(data), c.batch_size, self.rank, self.world, c.seed, self.step, c.steps)
-        loader = DataLoader(data, batch_sampler=sampler, num_workers=c.num_workers, collate_fn=collate)
+        # The loader draws its workers' base seed from its own generator: from the global RNG it would
+        # shift the draws of a resumed run (SIPL's random proxy, CPL's negatives) by one.
+        loader = DataLoader(data, batch_sampler=sampler, num_workers=c.num_workers, collate_fn=collate,
+                            generator=torch.Generator().manual_seed(c.seed))
         stage2_at = c.lupi_stage2_at if c.lupi_stage2_at is not None else c.steps // 2
         if isinstance(self.model, LUPI) and self.step >= stage2_at and self.model.stage == 1:
             self.model.begin_stage2()

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from pyairir.data import write_image
 from pyairir.train import TrainConfig, load_config, train
-from pyairir.train.trainer import StepSampler, lr_factor
+from pyairir.train.trainer import StepSampler, Trainer, lr_factor
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_NAFNET = {"width": 8, "enc_blk_nums": [1, 1], "middle_blk_num": 1, "dec_blk_nums": [1, 1]}
@@ -37,7 +37,7 @@ def config(tmp_path: Path, **overrides) -> TrainConfig:
     return TrainConfig(**{**settings, **overrides})
 
 
-@pytest.mark.parametrize("paradigm, args", [("none", {}), ("pl", {}), ("sipl", {}),
+@pytest.mark.parametrize("paradigm, args", [("none", {}), ("pl", {}), ("sipl", {"train_size": 32}),
                                             ("lupi", {"prior_dim": 16, "estimator_width": 4}), ("cpl", {})])
 def test_every_paradigm_trains_and_checkpoints(tmp_path, paradigm, args):
     c = config(tmp_path, paradigm=paradigm, paradigm_args=args)
@@ -62,7 +62,38 @@ def test_schedule_and_sampler():
     split = [list(StepSampler(10, 4, r, 2, seed=0, start=0, steps=5)) for r in range(2)]
     for step in range(5):  # the two ranks share each global batch between them
         assert sorted(single[step]) == sorted(split[0][step] + split[1][step])
-    assert list(StepSampler(10, 4, 0, 1, seed=0, start=3, steps=5)) == single[3:]
+    resumed = StepSampler(10, 4, 0, 1, seed=0, start=3, steps=5)
+    assert list(resumed) == single[3:] and len(resumed) == 2
+
+
+@pytest.mark.parametrize("paradigm, args", [("none", {}), ("pl", {}), ("lupi", {"prior_dim": 16, "estimator_width": 4}),
+                                            ("sipl", {"train_size": 32, "use_random_proxy": True})])
+def test_resume_in_process_continues_bit_for_bit(tmp_path, paradigm, args):
+    """A run resumed from its step-3 checkpoint (weights, optimizer, scheduler, the RNG that SIPL's
+    random proxy draws from, PL's alpha steps, LUPI's stage) ends with the weights of the run
+    that was never interrupted."""
+    c = config(tmp_path, paradigm=paradigm, paradigm_args=args, lupi_stage2_at=2)
+    final = {k: v.clone() for k, v in train(c).state_dict().items()}
+    run = Path(c.out)
+    (run / "checkpoint-6").rename(run / "reference-6")
+    (run / "latest").write_text("checkpoint-3")
+    trainer = Trainer(c)
+    assert trainer.resume() and trainer.step == 3
+    resumed = trainer.fit()
+    assert all(torch.equal(resumed.state_dict()[k], v) for k, v in final.items())
+    if paradigm == "pl":
+        assert resumed.steps == 6
+
+
+def test_plain_training_loss():
+    from pyairir.train.trainer import Plain
+
+    model = Plain(torch.nn.Conv2d(3, 3, 1))
+    degraded, clean = torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4)
+    parts = model.training_loss(degraded, clean)
+    expected = (model(degraded) - clean).abs().mean()
+    assert set(parts) == {"loss", "l1"}
+    assert parts["loss"].item() == pytest.approx(expected.item()) and parts["l1"].item() == parts["loss"].item()
 
 
 def test_yaml_config_and_overrides(tmp_path):

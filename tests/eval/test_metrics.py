@@ -63,3 +63,42 @@ def test_batches_and_errors():
         psnr(restored, clean[:, :-1])
     with pytest.raises(ValueError, match="unknown protocol 'matlab'"):
         ssim(restored, clean, "matlab")
+    with pytest.raises(ValueError, match="unknown protocol 'matlab'; available: promptir, basicsr"):
+        psnr(restored, clean, "matlab")
+
+
+@pytest.mark.parametrize("protocol", ["promptir", "basicsr"])
+def test_values_outside_the_range_are_clipped_first(protocol):
+    """Both protocols clip restored and clean images to [0, 1] before comparing."""
+    restored, clean = pair(6)
+    wild_restored = restored.clone()
+    wild_restored[:, :5] = -0.3
+    wild_restored[:, 5:10] = 1.4
+    wild_clean = clean.clone()
+    wild_clean[:, 10:15] = -0.2
+    wild_clean[:, 15:20] = 1.7
+    for metric in (psnr, ssim):
+        got = metric(wild_restored, wild_clean, protocol)
+        expected = metric(wild_restored.clamp(0, 1), wild_clean.clamp(0, 1), protocol)
+        assert got.item() == pytest.approx(expected.item(), abs=1e-12), metric.__name__
+
+
+@pytest.mark.parametrize("protocol", ["promptir", "basicsr"])
+def test_one_value_per_image_of_a_batch(protocol):
+    images = [pair(seed, noise=0.02 * (seed + 1)) for seed in (7, 8)]
+    restored, clean = (torch.stack(x) for x in zip(*images))
+    for metric in (psnr, ssim):
+        batched = metric(restored, clean, protocol, y_channel=protocol == "basicsr", crop_border=2)
+        single = [metric(r, c, protocol, y_channel=protocol == "basicsr", crop_border=2).item() for r, c in images]
+        assert batched.shape == (2,) and batched.tolist() == pytest.approx(single, abs=1e-12)
+
+
+@pytest.mark.parametrize("protocol, window", [("promptir", 7), ("basicsr", 11)])
+def test_ssim_needs_one_window_of_pixels(protocol, window):
+    restored, clean = pair(9, shape=(3, window, window))
+    assert ssim(restored, clean, protocol).item() <= 1.0  # exactly one window fits
+    for shape in [(3, window - 1, 20), (3, 20, window - 1)]:
+        restored, clean = pair(9, shape=shape)
+        with pytest.raises(ValueError, match=rf"images must be at least {window}x{window}, got \({shape[1]}, "
+                                             rf"{shape[2]}\)"):
+            ssim(restored, clean, protocol)

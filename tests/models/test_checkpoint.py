@@ -130,7 +130,13 @@ def test_not_a_state_dict(tmp_path):
     with pytest.raises(CheckpointError, match="holds a list, expected a dict of tensors"):
         load_checkpoint(model(0), path)
     torch.save({"epoch": 3, "weights": {"a": 1}}, path)
-    with pytest.raises(CheckpointError, match="neither a state_dict nor holds one.*it has: 'epoch', 'weights'"):
+    with pytest.raises(CheckpointError, match="neither a state_dict nor holds one.*it has: 'epoch', 'weights'$"):
+        load_checkpoint(model(0), path)
+    torch.save({name: 1 for name in "abcde"}, path)  # five entries are all listed
+    with pytest.raises(CheckpointError, match="it has: 'a', 'b', 'c', 'd', 'e'$"):
+        load_checkpoint(model(0), path)
+    torch.save({name: 1 for name in "abcdefg"}, path)
+    with pytest.raises(CheckpointError, match="it has: 'a', 'b', 'c', 'd', 'e' and 2 more$"):
         load_checkpoint(model(0), path)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,36 @@ def test_selection_statistics():
     assert stats.tasks() == ["haze", "rain"]
     with pytest.raises(ValueError, match="1 task labels for a batch of 2"):
         stats.record(model, ["rain"])
+
+
+def test_selection_statistics_accumulate_per_module_and_task():
+    """Two records of hand-set selections: sums, counts (integers) and means accumulate per
+    (module, task); the entropy of a distribution with zeros counts only the non-zero entries."""
+    model = CPL(backbone("promptir"))
+    second = model.prompt_modules()[1]
+    stats = PromptSelectionStatistics()
+    records = [
+        (torch.tensor([[0.5, 0.5, 0.0, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4, 0.0]]), torch.tensor([[0], [3]])),
+        (torch.tensor([[0.25, 0.75, 0.0, 0.0, 0.0], [0.2, 0.2, 0.2, 0.2, 0.2]]), torch.tensor([[1], [3]])),
+    ]
+    for probabilities, selection in records:
+        for module in model.prompt_modules():
+            module.last_probabilities, module.last_selection = probabilities, selection
+        second.last_probabilities = probabilities.flip(1)
+        stats.record(model, ["rain", "haze"])
+    torch.testing.assert_close(stats.mean_probabilities("rain"), torch.tensor([0.375, 0.625, 0.0, 0.0, 0.0]))
+    torch.testing.assert_close(stats.mean_probabilities("rain", module=1), torch.tensor([0.0, 0.0, 0.0, 0.625, 0.375]))
+    assert stats.histogram("rain").tolist() == [1, 1, 0, 0, 0] and stats.histogram("rain").dtype == torch.long
+    assert stats.histogram("haze").tolist() == [0, 0, 0, 2, 0]
+    p = [0.375, 0.625]
+    assert stats.entropy("rain") == pytest.approx(-sum(x * math.log2(x) for x in p))
+    assert stats.entropy("rain", module=1) == pytest.approx(-sum(x * math.log2(x) for x in p))
+    assert stats.entropy("haze") == pytest.approx(-sum(x * math.log2(x) for x in (0.15, 0.2, 0.25, 0.3, 0.1)))
+
+
+def test_selection_statistics_errors():
+    stats = PromptSelectionStatistics()
+    with pytest.raises(ValueError, match=r"the model has no SparsePromptModule \(wrap it in CPL\)"):
+        stats.record(backbone("restormer"), ["rain"])
+    with pytest.raises(ValueError, match="run the model forward first"):
+        stats.record(CPL(backbone("promptir")), ["rain"])

@@ -53,10 +53,14 @@ def test_stage2_with_a_new_student_restorer(fast):
     assert model.backbone is fresh and model.stage == 2 and not model.teacher.training
     assert all(torch.equal(state[k], v) for k, v in expected.items())
     assert all(torch.equal(state[k], v) for k, v in kept.items())
+    assert set(model.degradation_blocks) == set(model.stages)
     assert all(block.conv.weight.abs().sum() == 0 for block in model.degradation_blocks.values())
-    assert all(m.fast == fast for m in model.modules() if isinstance(getattr(m, "fast", None), bool))
+    assert all(m.fast is fast for m in model.modules() if hasattr(m, "fast"))
     stage2 = train(model)
     assert stage2[-1] < stage2[0], stage2
+    double = lupi("restormer").double()
+    double.begin_stage2(backbone("restormer"))
+    assert {p.dtype for p in double.parameters()} == {torch.float64}
     with pytest.raises(ValueError, match="restorer has decoder stages"):
         lupi("restormer").begin_stage2(pyairir.create_model("restormer", dim=16, num_blocks=[1, 1, 1, 1],
                                                             num_refinement_blocks=1))

@@ -58,3 +58,22 @@ def test_trains_on_every_backbone(name):
     losses = train(model, after_step=model.advance)
     assert losses[-1] < losses[0], losses
     assert model.steps == 8 and model.alpha == 0.0
+
+
+def test_training_loss_is_the_guided_reconstruction():
+    model = PrivilegeLearning(backbone("restormer"), AlphaSchedule("linear", total_steps=10, start=0.5)).train()
+    degraded, clean = batch()
+    parts = model.training_loss(degraded, clean)
+    with torch.no_grad():
+        guided = (model(degraded, clean) - clean).abs().mean()
+        unguided = (model(degraded) - clean).abs().mean()
+    assert parts["loss"].item() == pytest.approx(guided.item(), rel=1e-6)
+    assert parts["l1"].item() == pytest.approx(guided.item(), rel=1e-6) and not parts["l1"].requires_grad
+    assert abs(guided.item() - unguided.item()) > 1e-6
+    assert parts["alpha"].item() == pytest.approx(0.5)
+
+
+def test_unknown_levels_are_named():
+    with pytest.raises(ValueError, match=r"unknown levels \['level9'\]; the backbone has \['level1', 'level2', "
+                                         r"'level3', 'latent'\]"):
+        PrivilegeLearning(backbone("restormer"), levels=("level1", "level9"))

@@ -6,13 +6,16 @@
     restored = pyairir.eval.restore(model, image)
 
     pyairir.accelerate(official_model)   # fused kernels in a model built from the official code
+    pyairir.export_onnx(model, "model.onnx")   # ONNX, checked in ONNX Runtime
 """
 
 __version__ = "0.1.0"
 
 from pyairir import eval, models, nn, ops, paradigms, reference, runtime  # noqa: E402,A004
 from pyairir.accelerate import AccelerateReport, accelerate  # noqa: E402
+from pyairir.export import ExportReport, export_onnx  # noqa: E402
 from pyairir.models import CheckpointError, create_model, list_models, load_checkpoint  # noqa: E402
 
-__all__ = ["AccelerateReport", "CheckpointError", "accelerate", "create_model", "eval", "list_models",
-           "load_checkpoint", "models", "nn", "ops", "paradigms", "reference", "runtime", "__version__"]
+__all__ = ["AccelerateReport", "CheckpointError", "ExportReport", "accelerate", "create_model", "eval",
+           "export_onnx", "list_models", "load_checkpoint", "models", "nn", "ops", "paradigms", "reference", "runtime",
+           "__version__"]

@@ -5,6 +5,7 @@
     pyairir eval --data data/test --benchmark 3task --model promptir --checkpoint model.ckpt
     pyairir train CONFIG.yaml [key=value ...] [--resume]
     pyairir bench [--model promptir --size 256]
+    pyairir export OUT.onnx --model NAME [--checkpoint --paradigm --iterations] [--size H W | --dynamic]
 
 Errors (missing or unreadable files, images that are not RGB, bad arguments) are reported in one
 line on stderr, with exit code 1 (2 for bad usage); nothing is downloaded.
@@ -55,15 +56,19 @@ def _model(args: argparse.Namespace) -> nn.Module:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
-    parser.add_argument("--model", default=default_model, help=f"demo or a registry model name (default {default_model})")
+    parser.add_argument("--model", default=default_model,
+                        help=f"demo or a registry model name (default {default_model})")
     parser.add_argument("--checkpoint", help="weights to load (.pth, .ckpt, .pt, .safetensors)")
     parser.add_argument("--paradigm", default="none", choices=("none", "pl", "sipl", "lupi", "cpl"),
                         help="the paradigm the checkpoint was trained with")
+    parser.add_argument("--iterations", type=int, help="SIPL self-refinement iterations")
+    parser.add_argument("--eager", action="store_true", help="run the eager reference instead of fused kernels")
+
+
+def _add_tile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, help="restore in tiles of this size (bounded memory for large images)")
     parser.add_argument("--overlap", type=int, default=32,
                         help="tile overlap in pixels; neighbouring tiles cross-fade over its middle half (default 32)")
-    parser.add_argument("--iterations", type=int, help="SIPL self-refinement iterations")
-    parser.add_argument("--eager", action="store_true", help="run the eager reference instead of fused kernels")
 
 
 def _inputs(paths: list[str]) -> list[Path]:
@@ -198,6 +203,19 @@ def command_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_export(args: argparse.Namespace) -> int:
+    from pyairir.export import export_onnx
+
+    model = _model(args)
+    size = tuple(args.size) if args.size else (256, 256)
+    print(f"pyairir export: tracing {args.model}{'' if args.paradigm == 'none' else ' + ' + args.paradigm} at "
+          f"{size[0]}x{size[1]}...", file=sys.stderr)
+    report = export_onnx(model, args.output, size=size, dynamic=args.dynamic, iterations=args.iterations,
+                         verify=not args.no_verify)
+    print(report)
+    return 0
+
+
 def command_demo(args: argparse.Namespace) -> int:
     from pyairir.demo import format_results, load_demo_model, run_demo
 
@@ -222,6 +240,7 @@ def parser() -> argparse.ArgumentParser:
     restore.add_argument("inputs", nargs="+", help="image files or folders")
     restore.add_argument("-o", "--output", required=True, help="output image (one input) or folder")
     _add_model_arguments(restore, "demo")
+    _add_tile_arguments(restore)
     restore.set_defaults(run=command_restore)
 
     evaluate = commands.add_parser("eval", help="PSNR/SSIM on a benchmark's test sets")
@@ -233,6 +252,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="also write the results to this JSON file")
     evaluate.add_argument("--plot", help="folder for a PSNR-per-task chart")
     _add_model_arguments(evaluate, "promptir")
+    _add_tile_arguments(evaluate)
     evaluate.set_defaults(run=command_eval)
 
     train = commands.add_parser("train", help="train a model (also under torchrun)")
@@ -246,6 +266,15 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--size", type=int, default=256)
     bench.add_argument("--repeat", type=int, default=3)
     bench.set_defaults(run=command_bench)
+
+    export = commands.add_parser("export", help="export a model to ONNX, checked in ONNX Runtime (and OpenVINO)")
+    export.add_argument("output", help="the .onnx file to write")
+    _add_model_arguments(export, "demo")  # --eager: check the file against the eager model
+    shape = export.add_mutually_exclusive_group()
+    shape.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input height and width (default 256 256)")
+    shape.add_argument("--dynamic", action="store_true", help="free batch, height and width (multiples of the model's)")
+    export.add_argument("--no-verify", action="store_true", help="do not run the file to check it")
+    export.set_defaults(run=command_export)
     return root
 
 

@@ -11,6 +11,9 @@ the same function with fused kernels, holding the very same parameter tensors:
     Attention             temperature, qkv 1x1, qkv_dwconv 3x3 dw, project_out pyairir.nn.MDTA
     FeedForward           project_in 1x1, dwconv 3x3 dw, project_out 1x1      pyairir.nn.GDFN
     NAFBlock              conv1..conv5, sca, norm1, norm2, beta, gamma         pyairir.nn.NAFBlock
+    PromptGenBlock        prompt_param (1, n, C, s, s), linear_layer, conv3x3  pyairir.nn.PromptGenBlock
+    CrossAttention_       temperature, q/kv 1x1 + 3x3 dw, project_out (SIPL)  pyairir.nn.CrossAttention
+      RestormerV2
 
 A module whose name matches but whose structure does not is left alone and
 reported as skipped, with the reason. Look-alikes with other names (e.g. SIPL's
@@ -26,7 +29,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from pyairir.nn import GDFN, MDTA, LayerNorm, LayerNorm2d, NAFBlock, set_fast
+from pyairir.nn import GDFN, MDTA, LayerNorm, LayerNorm2d, NAFBlock, PromptGenBlock, set_fast
+from pyairir.nn.proxy_fusion import CrossAttention
 from pyairir.nn.fast import is_pyairir as _is_pyairir
 
 
@@ -133,6 +137,23 @@ def _attention(module: nn.Module) -> nn.Module:
     return replacement
 
 
+def _cross_attention(module: nn.Module) -> nn.Module:
+    heads = getattr(module, "num_heads", None)
+    _expect(isinstance(heads, int), "no int `num_heads` attribute")
+    temperature = _parameter(module, "temperature", (heads, 1, 1))
+    project_out = _conv(module, "project_out", None, 1)
+    dim = project_out.out_channels
+    q, kv = _conv(module, "q", dim, 1), _conv(module, "kv", dim, 1)
+    _expect(q.out_channels == dim and kv.out_channels == 2 * dim, "`q`/`kv` do not make dim / 2 x dim channels")
+    q_dwconv = _conv(module, "q_dwconv", dim, 3, depthwise=True)
+    kv_dwconv = _conv(module, "kv_dwconv", 2 * dim, 3, depthwise=True)
+    _expect(project_out.in_channels == dim and dim % heads == 0, "channels do not split into heads")
+    replacement = _new(CrossAttention, dim, heads, project_out.bias is not None, fast=True)
+    replacement.temperature, replacement.q, replacement.q_dwconv = temperature, q, q_dwconv
+    replacement.kv, replacement.kv_dwconv, replacement.project_out = kv, kv_dwconv, project_out
+    return replacement
+
+
 def _feed_forward(module: nn.Module) -> nn.Module:
     project_in = _conv(module, "project_in", None, 1)
     dwconv = _conv(module, "dwconv", project_in.out_channels, 3, depthwise=True)
@@ -165,6 +186,20 @@ def _naf_block(module: nn.Module) -> nn.Module:
     return replacement
 
 
+def _prompt_gen_block(module: nn.Module) -> nn.Module:
+    prompt_param = _parameter(module, "prompt_param")
+    _expect(prompt_param.dim() == 5 and prompt_param.shape[0] == 1 and prompt_param.shape[3] == prompt_param.shape[4],
+            f"`prompt_param` has shape {tuple(prompt_param.shape)}, not (1, n, C, s, s)")
+    _, n, dim, size, _ = prompt_param.shape
+    linear = getattr(module, "linear_layer", None)
+    _expect(type(linear) is nn.Linear and linear.out_features == n, f"`linear_layer` is not an nn.Linear(*, {n})")
+    conv = _conv(module, "conv3x3", dim, 3)
+    _expect(conv.out_channels == dim and conv.bias is None, "`conv3x3` is not a bias-free channel-preserving conv")
+    replacement = _new(PromptGenBlock, dim, n, size, linear.in_features, fast=True)
+    replacement.prompt_param, replacement.linear_layer, replacement.conv3x3 = prompt_param, linear, conv
+    return replacement
+
+
 def _replace_norm_2d(norm: nn.Module) -> nn.Module:
     _expect(type(norm).__name__ == "LayerNorm2d", f"its norm is {type(norm).__name__}, not LayerNorm2d")
     return _layer_norm_2d(norm)
@@ -180,6 +215,8 @@ RECOGNISERS: dict[str, Callable[[nn.Module], nn.Module | None]] = {
     "FeedForward": _feed_forward,
     "GDFN": _feed_forward,
     "NAFBlock": _naf_block,
+    "PromptGenBlock": _prompt_gen_block,
+    "CrossAttention_RestormerV2": _cross_attention,
 }
 
 

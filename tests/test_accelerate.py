@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 
 import pyairir
 from tests import official_like
+from tests.models.deterministic_weights import fill_deterministic
 
 
 def user_net() -> torch.nn.Module:
@@ -59,3 +63,45 @@ def test_accelerating_twice_changes_nothing():
     model = user_net()
     pyairir.accelerate(model)
     assert pyairir.accelerate(model).swapped == []
+
+
+WHOLE = {  # official-structure models (tests/official_like.py) and what accelerate() swaps in them
+    "restormer": (lambda: official_like.Restormer(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
+                  {"LayerNorm": 16, "MDTA": 8, "GDFN": 8}),  # 8 Transformer blocks
+    "promptir": (lambda: official_like.PromptIR(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
+                 {"LayerNorm": 22, "MDTA": 11, "GDFN": 11, "PromptGenBlock": 3}),  # + 3 noise blocks
+    "sipl": (lambda: official_like.PromptIR_ProxyFusion(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
+             {"LayerNorm": 40, "MDTA": 11, "GDFN": 11, "PromptGenBlock": 3, "CrossAttention": 6}),  # + 6 cross blocks
+    "nafnet": (lambda: official_like.NAFNet(width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1]),
+               {"NAFBlock": 5}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WHOLE))
+def test_whole_official_models(name):
+    """accelerate() on whole models with the official structure: every recognisable block swapped
+    (PromptIR's prompt blocks and SIPL's cross-attention too), same output and gradients (float64)."""
+    build, expected_swaps = WHOLE[name]
+    model = fill_deterministic(build().double())
+    reference = copy.deepcopy(model)
+    report = pyairir.accelerate(model)
+    swapped = {}
+    for swap in report.swapped:
+        kind = swap.replacement.rsplit(".", 1)[1]
+        swapped[kind] = swapped.get(kind, 0) + 1
+    assert swapped == expected_swaps and not report.skipped
+    x = torch.rand(1, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+    inputs = (x,)
+    if name == "sipl":
+        with torch.no_grad():
+            inputs = (x, reference.privileged_features(torch.rand(1, 3, 32, 32, dtype=torch.float64)))
+    expected, out = reference(*inputs), model(*inputs)
+    torch.testing.assert_close(out, expected, atol=1e-9 * expected.abs().max().item(), rtol=1e-9)
+    expected.square().mean().backward()
+    out.square().mean().backward()
+    for (key, a), (_, b) in zip(reference.named_parameters(), model.named_parameters()):
+        if a.grad is None:  # PromptIR's unused convs
+            assert b.grad is None, key
+            continue
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-9 * max(a.grad.abs().max().item(), 1e-30), rtol=1e-9,
+                                   msg=key)

@@ -30,8 +30,11 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="pyairi
 os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
 
 # (group, variant) -> median seconds (megabytes of peak RSS for groups ending in "peak RSS");
-# (group, variant + " compile") -> first-call seconds.
 RESULTS: dict[tuple[str, str], float] = {}
+# (group, what) -> seconds of a one-off preparation: torch.compile's first call, an ONNX export.
+PREPARATION: dict[tuple[str, str], float] = {}
+# model -> {"total_ms", "ops": per-op records of benchmarks/profile.py}; "machine" -> its roofline.
+PROFILES: dict[str, dict] = {}
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class Claim:
 
     what: str
     group: str
-    larger: str
+    larger: str | tuple[str, ...]  # several: the fastest (smallest) of them
     smaller: str
     target: float | None = None
     at_most: bool = False
@@ -65,19 +68,26 @@ class Limit:
     limit: float
 
 
-def cpu_description() -> str:
-    """The CPU's model name and the vector extensions that decide kernel speed, from /proc/cpuinfo."""
+def _cpuinfo() -> dict[str, str]:
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = set(fields.get("flags", "").split())
+        return {}
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set flags (/proc/cpuinfo), empty where unknown."""
+    return set(_cpuinfo().get("flags", "").split())
+
+
+def cpu_description() -> str:
+    """The CPU's model name and the vector extensions that decide kernel speed."""
+    flags = cpu_flags()
     extensions = [name for name in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
                   if name in flags]
-    return (f"{fields.get('model name', platform.machine())}, {os.cpu_count()} CPUs, {' '.join(extensions)}; "
-            f"ATen kernels {torch.backends.cpu.get_cpu_capability()}")
+    return (f"{_cpuinfo().get('model name', platform.processor() or platform.machine())}, {os.cpu_count()} CPUs, "
+            f"{' '.join(extensions) or 'no AVX2'}; ATen kernels {torch.backends.cpu.get_cpu_capability()}")
 
 
 def unit(group: str) -> str:
@@ -141,6 +151,16 @@ TARGETS = [
     Claim("NAFNet-SIDD-w32 fast fp32 vs official eager fp32, 3x256x256", "nafnet inference", "official eager fp32",
           "fast fp32"),
     Claim("NAFNet-SIDD-w32 fast fp32 vs torch.compile fp32", "nafnet inference", "compile fp32", "fast fp32"),
+    *(claim for name, title, peer_target in (("promptir", "PromptIR", 1.5), ("restormer", "Restormer", 1.5),
+                                             ("nafnet", "NAFNet-SIDD-w32", 1.3)) for claim in (
+        Claim(f"{title} fast fp32 vs the faster of ONNX Runtime and OpenVINO fp32", f"{name} inference",
+              ("onnxruntime fp32", "openvino fp32"), "fast fp32", peer_target),
+        Claim(f"{title} fast fp32 vs ONNX Runtime fp32", f"{name} inference", "onnxruntime fp32", "fast fp32"),
+        Claim(f"{title} fast fp32 vs OpenVINO fp32", f"{name} inference", "openvino fp32", "fast fp32"),
+        Claim(f"{title} fast bf16 vs OpenVINO bf16", f"{name} inference", "openvino bf16", "fast bf16"),
+        Claim(f"{title} accelerate() on the official structure / fast model, fp32 (within 10%)", f"{name} inference",
+              "accelerate fp32", "fast fp32", 1.1, at_most=True),
+    )),
     Claim("PromptIR training step (fwd+bwd, 2x3x128x128) fast vs official eager", "promptir training step",
           "official eager", "fast", 1.8),
 ]
@@ -176,20 +196,22 @@ def measure(benchmark):
     return run
 
 
-def record_compile_time(group: str, variant: str, first_call) -> float:
-    """Times the first call of a torch.compile'd function (tracing + code generation)."""
+def record_preparation_time(group: str, what: str, prepare):
+    """Times a one-off preparation (the first call of a torch.compile'd function: tracing and code
+    generation; an ONNX export) and returns what `prepare()` returns."""
     start = time.perf_counter()
-    first_call()
-    seconds = time.perf_counter() - start
-    RESULTS[(group, variant + " compile")] = seconds
-    return seconds
+    result = prepare()
+    PREPARATION[(group, what)] = time.perf_counter() - start
+    return result
 
 
 def _rows():
     for claim in TARGETS:
-        larger, smaller = RESULTS.get((claim.group, claim.larger)), RESULTS.get((claim.group, claim.smaller))
-        if larger is not None and smaller is not None:
-            yield claim, larger, smaller, larger / smaller
+        names = (claim.larger,) if isinstance(claim.larger, str) else claim.larger
+        measured = [RESULTS[(claim.group, name)] for name in names if (claim.group, name) in RESULTS]
+        smaller = RESULTS.get((claim.group, claim.smaller))
+        if measured and smaller is not None:
+            yield claim, min(measured), smaller, min(measured) / smaller
 
 
 def _limits():
@@ -200,7 +222,7 @@ def _limits():
 
 def pytest_terminal_summary(terminalreporter):
     rows, limits = list(_rows()), list(_limits())
-    if not rows and not limits:
+    if not rows and not limits and not PROFILES:
         return
     write = terminalreporter.write_line
     write("")
@@ -216,13 +238,19 @@ def pytest_terminal_summary(terminalreporter):
     for limit, value in limits:
         verdict = "met" if value <= limit.limit else "MISSED"
         write(f"{limit.what:<78} {shown(limit.group, value):>10} (limit {shown(limit.group, limit.limit)}) {verdict}")
-    compiles = {k: v for k, v in RESULTS.items() if k[1].endswith(" compile")}
-    for (group, variant), seconds in sorted(compiles.items()):
-        write(f"  {group}: {variant} time (first call) {seconds:.1f} s")
-    _write_json(rows, limits, compiles, reuse)
+    for (group, what), seconds in sorted(PREPARATION.items()):
+        write(f"  {group}: {what}: {seconds:.1f} s")
+    for name, profile in PROFILES.items():
+        if name != "machine":
+            from benchmarks.profile import format_records
+
+            write(f"profile of fast {name} (fp32, 3x256x256): {profile['total_ms']:.0f} ms")
+            for line in format_records(profile["ops"][:8]):
+                write("  " + line)
+    _write_json(rows, limits, reuse)
 
 
-def _write_json(rows, limits, compiles, reuse: bool) -> None:
+def _write_json(rows, limits, reuse: bool) -> None:
     data = {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
         "cpu": cpu_description(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -232,6 +260,7 @@ def _write_json(rows, limits, compiles, reuse: bool) -> None:
                     "target": c.target_text(), "met": c.met(r)} for c, a, b, r in rows],
         "limits": [{"claim": lim.what, "unit": unit(lim.group), "value": v, "limit": lim.limit,
                     "met": v <= lim.limit} for lim, v in limits],
-        "compile_seconds": {f"{g} | {v}": t for (g, v), t in compiles.items()},
+        "preparation_seconds": {f"{g} | {w}": t for (g, w), t in PREPARATION.items()},
+        "profiles": PROFILES,
     }
     write_text_atomic(Path(".benchmarks") / "ratios.json", json.dumps(data, indent=2))

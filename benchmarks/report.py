@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.profile import format_records
 from pyairir._files import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,9 +65,21 @@ def render(data: dict) -> str:
     lines += ["## All ratios", ""] + RATIO_HEADER + [_ratio_row(row) for row in data["ratios"]]
     if data.get("limits"):
         lines += [""] + LIMIT_HEADER + [_limit_row(row) for row in data["limits"]]
-    if data["compile_seconds"]:
-        lines += ["", "torch.compile time (first call, tracing and code generation):", ""]
-        lines += [f"- {name}: {seconds:.1f} s" for name, seconds in sorted(data["compile_seconds"].items())]
+    profiles = {name: profile for name, profile in data.get("profiles", {}).items() if name != "machine"}
+    if profiles:
+        machine = data["profiles"]["machine"]
+        lines += ["", "## Where the time goes (fast models, fp32, 3x256x256)", "",
+                  f"Measured by benchmarks/profile.py on this machine, whose roofline is "
+                  f"{machine['matmul_gflops']:.0f} GFLOP/s (a 2048x2048 fp32 matmul) and {machine['copy_gbs']:.1f} GB/s "
+                  "(a 256 MB copy). Per op kind: time, share of the forward, achieved rate, and the fraction of "
+                  "min(peak, bandwidth x FLOPs / bytes) it reaches."]
+        for name, profile in profiles.items():
+            lines += ["", f"### {name}: {profile['total_ms']:.0f} ms", ""] + format_records(profile["ops"])
+    preparation = data["preparation_seconds"]
+    if preparation:
+        lines += ["", "One-off preparation (torch.compile's first call: tracing and code generation; ONNX export):",
+                  ""]
+        lines += [f"- {name}: {seconds:.1f} s" for name, seconds in sorted(preparation.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -1,15 +1,22 @@
 """Whole backbones on one 3x256x256 image (batch 1), same weights in every variant: the official
 code's structure (tests/official_like.py, whose keys and outputs are the official ones) in eager
-PyTorch and under torch.compile (default, and freezing=True for inference), against pyairir's
-fast model; in fp32, in bf16 (the same bf16 weights) and under bf16 autocast; and a training step."""
+PyTorch, with pyairir.accelerate(), and under torch.compile (default, and freezing=True for
+inference); the same weights exported by `pyairir export` and run in ONNX Runtime and OpenVINO
+(same process, same threads); against pyairir's fast model; in fp32, in bf16 (the same bf16
+weights; OpenVINO's bf16 inference where the CPU has bf16 instructions) and under bf16 autocast;
+and a training step."""
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 import pyairir
-from benchmarks.conftest import record_compile_time
+from benchmarks.conftest import cpu_flags, record_preparation_time
+from pyairir.export import export_onnx, run_onnx
 from tests import official_like
 
 SIZE = 256
@@ -19,9 +26,12 @@ OFFICIAL = {
     "nafnet_sidd_w32": lambda: official_like.NAFNet(width=32, middle_blk_num=12, enc_blk_nums=[2, 2, 4, 8],
                                                     dec_blk_nums=[2, 2, 2, 2]),
 }
-VARIANTS = ["official eager fp32", "fast fp32", "compile fp32", "compile fp32 freezing",
+GROUP = {"promptir": "promptir inference", "restormer": "restormer inference", "nafnet_sidd_w32": "nafnet inference"}
+PEERS = ["onnxruntime fp32", "openvino fp32", "openvino bf16"]
+VARIANTS = ["official eager fp32", "fast fp32", "accelerate fp32", "compile fp32", "compile fp32 freezing",
             "official eager bf16 autocast", "compile bf16 autocast", "compile bf16", "compile bf16 freezing",
-            "fast bf16"]
+            "fast bf16", *PEERS]
+EXPORTS = Path(tempfile.mkdtemp(prefix="pyairir-benchmarks-onnx-"))
 
 
 def fast_model(name: str) -> torch.nn.Module:
@@ -36,11 +46,32 @@ def official_model(name: str) -> torch.nn.Module:
     return model.eval()
 
 
+def exported(name: str) -> Path:
+    """The fast model's weights as `pyairir export` writes them (once per model and run)."""
+    path = EXPORTS / f"{name}.onnx"
+    if not path.is_file():
+        record_preparation_time(GROUP[name], "pyairir export (ONNX)",
+                                lambda: export_onnx(fast_model(name), path, size=(SIZE, SIZE), verify=False))
+    return path
+
+
+def peer(name: str, variant: str, x: torch.Tensor):
+    engine, precision = variant.split()
+    pytest.importorskip(engine)
+    if precision == "bf16" and "avx512_bf16" not in cpu_flags() and "amx_bf16" not in cpu_flags():
+        pytest.skip("OpenVINO's bf16 inference needs a CPU with bf16 instructions")
+    return run_onnx(exported(name), engine, x, threads=torch.get_num_threads(), precision=precision.replace("fp", "f"))
+
+
 def inference(name: str, variant: str):
     """The callable to time for `variant` of model `name`, with compilation (if any) done."""
     x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    if variant in PEERS:
+        return peer(name, variant, x)
     bf16 = variant.endswith(("bf16", "bf16 freezing"))
     net = fast_model(name) if variant.startswith("fast") else official_model(name)
+    if variant.startswith("accelerate"):
+        pyairir.accelerate(net)
     if bf16:
         net, x = net.to(torch.bfloat16), x.to(torch.bfloat16)
         if variant.startswith("fast"):
@@ -56,7 +87,7 @@ def inference(name: str, variant: str):
 
     if variant.startswith("compile"):
         with torch.no_grad():
-            record_compile_time(f"{name} inference", variant, run)
+            record_preparation_time(GROUP[name], f"torch.compile {variant.removeprefix('compile ')} (first call)", run)
     return run
 
 
@@ -65,14 +96,14 @@ def inference(name: str, variant: str):
 def test_inference(measure, name, variant):
     fn = inference(name, variant)
     with torch.no_grad():
-        measure(f"{name} inference", variant, fn, rounds=5)
+        measure(GROUP[name], variant, fn, rounds=5)
 
 
-@pytest.mark.parametrize("variant", ["official eager fp32", "fast fp32", "compile fp32"])
+@pytest.mark.parametrize("variant", ["official eager fp32", "fast fp32", "accelerate fp32", "compile fp32", *PEERS])
 def test_nafnet_inference(measure, variant):
     fn = inference("nafnet_sidd_w32", variant)
     with torch.no_grad():
-        measure("nafnet inference", variant, fn, rounds=5)
+        measure(GROUP["nafnet_sidd_w32"], variant, fn, rounds=5)
 
 
 @pytest.mark.parametrize("variant", ["official eager", "fast"])

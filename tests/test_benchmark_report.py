@@ -13,7 +13,7 @@ def test_missed_targets_come_first():
     data = {"torch": "2.13.0", "threads": 2, "machine": "x86_64", "cpu": "a CPU", "reuse_freed_memory": False,
             "ratios": [row("kept", True), row("short", False), row("untargeted", None)],
             "limits": [{"claim": "memory", "unit": "MB", "value": 9000.0, "limit": 8192.0, "met": False}],
-            "compile_seconds": {}}
+            "preparation_seconds": {}}
     text = render(data)
     missed, everything = text.split("## All ratios")
     assert "## Missed targets (2)" in missed and "| short |" in missed and "| memory |" in missed
@@ -24,5 +24,5 @@ def test_missed_targets_come_first():
 
 def test_a_run_without_misses_says_so():
     data = {"torch": "2.13.0", "threads": 2, "machine": "x86_64", "reuse_freed_memory": False,
-            "ratios": [row("kept", True)], "limits": [], "compile_seconds": {}}
+            "ratios": [row("kept", True)], "limits": [], "preparation_seconds": {}}
     assert "Every target was met in this run." in render(data)

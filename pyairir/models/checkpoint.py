@@ -36,13 +36,11 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str
         return _read_safetensors(path)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "weights_only" in str(error) or "Weights only" in str(error):
-            raise CheckpointError(
-                f"checkpoint {path!r} holds Python objects other than tensors and plain containers; pyairir "
-                f"only loads weights (torch.load(weights_only=True)). Re-save its state_dict. ({error})"
-            ) from None
-        raise CheckpointError(f"checkpoint {path!r} is not a readable PyTorch file: {error}") from None
+    except pickle.UnpicklingError as error:  # what weights_only=True refuses (it raises nothing else of this type)
+        raise CheckpointError(
+            f"checkpoint {path!r} holds Python objects other than tensors and plain containers; pyairir only "
+            f"loads weights (torch.load(weights_only=True)). Re-save its state_dict. ({str(error).splitlines()[0]})"
+        ) from None
     except Exception as error:  # a corrupt file fails anywhere in the unpickler, with any exception type
         raise CheckpointError(f"checkpoint {path!r} is not a readable PyTorch file (corrupt or truncated?): "
                               f"{type(error).__name__}: {error}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 
 import pytest
 import torch
@@ -127,11 +128,20 @@ def test_arbitrary_objects_are_refused(tmp_path):
 def test_not_a_state_dict(tmp_path):
     path = tmp_path / "list.pth"
     torch.save([torch.zeros(1)], path)
-    with pytest.raises(CheckpointError, match="holds a list, expected a dict of tensors"):
+    with pytest.raises(CheckpointError, match="list.pth' holds a list, expected a dict of tensors"):
         load_checkpoint(model(0), path)
     torch.save({"epoch": 3, "weights": {"a": 1}}, path)
     with pytest.raises(CheckpointError, match="neither a state_dict nor holds one.*it has: 'epoch', 'weights'$"):
         load_checkpoint(model(0), path)
+    with pytest.raises(CheckpointError, match="neither a state_dict nor holds one under 'params', 'params_ema', "
+                                              "'state_dict', 'model'"):
+        load_checkpoint(model(0), path)
+    torch.save({}, path)  # an empty dict holds no weights
+    with pytest.raises(CheckpointError, match="neither a state_dict nor holds one"):
+        load_checkpoint(model(0), path)
+    torch.save({"params": {"a": 1}}, path)
+    with pytest.raises(CheckpointError, match="entry 'params' is not a dict of tensors"):
+        load_checkpoint(model(0), path, key="params")
     torch.save({name: 1 for name in "abcde"}, path)  # five entries are all listed
     with pytest.raises(CheckpointError, match="it has: 'a', 'b', 'c', 'd', 'e'$"):
         load_checkpoint(model(0), path)
@@ -150,3 +160,62 @@ def test_pickle_protocol_is_not_used_for_safetensors(tmp_path):
     path.write_bytes(pickle.dumps(model(0).state_dict()))
     with pytest.raises(CheckpointError, match="safetensors"):
         load_checkpoint(model(0), path)
+
+
+def test_a_single_tensor_state_dict(tmp_path):
+    source, target = torch.nn.Linear(3, 2, bias=False), torch.nn.Linear(3, 2, bias=False)
+    path = tmp_path / "one.pt"
+    torch.save(source.state_dict(), path)
+    load_checkpoint(target, path)
+    assert torch.equal(target.weight, source.weight)
+
+
+def as_if_saved_on_a_gpu(path) -> None:
+    """Rewrites a torch.save file as a GPU's would be: its storages located on cuda:0."""
+    with zipfile.ZipFile(path) as source:
+        entries = [(info, source.read(info.filename)) for info in source.infolist()]
+    with zipfile.ZipFile(path, "w") as target:
+        for info, data in entries:
+            if info.filename.endswith("data.pkl"):
+                assert b"X\x03\x00\x00\x00cpu" in data
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+            target.writestr(info, data)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the point is a machine without a GPU")
+def test_a_checkpoint_saved_on_a_gpu_loads_on_the_cpu(tmp_path):
+    """The official checkpoints were saved from GPUs; they load here onto the CPU."""
+    source, target = model(0), model(1)
+    path = tmp_path / "gpu.pth"
+    write(path, source.state_dict(), "basicsr")
+    as_if_saved_on_a_gpu(path)
+    with pytest.raises(RuntimeError, match="CUDA"):  # what a plain torch.load does on this machine
+        torch.load(path, weights_only=True)
+    load_checkpoint(target, path)
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in source.state_dict().items())
+
+
+def test_every_problem_is_listed(tmp_path):
+    """Missing, unexpected and mis-shaped keys, each kind listed (', ') and the kinds joined ('; ')."""
+    state = model(0).state_dict()
+    del state["output.weight"], state["patch_embed.proj.weight"]
+    state["extra.weight"], state["spare.bias"] = torch.zeros(1), torch.zeros(1)
+    state["prompt1.linear_layer.bias"], state["prompt2.linear_layer.bias"] = torch.zeros(7), torch.zeros(7)
+    path = tmp_path / "messy.pth"
+    write(path, state, "plain")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(model(1), path, strict=False)
+    assert str(error.value) == (
+        f"checkpoint {str(path)!r} does not fit PromptIR: 2 missing key(s): patch_embed.proj.weight, output.weight; "
+        "2 unexpected key(s): extra.weight, spare.bias; 2 shape mismatch(es): prompt1.linear_layer.bias is [7] in the "
+        "checkpoint, [5] in the model; prompt2.linear_layer.bias is [7] in the checkpoint, [5] in the model")
+
+
+def test_the_non_strict_warning_points_at_the_caller(tmp_path):
+    state = model(0).state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "extra.pth"
+    write(path, state, "plain")
+    with pytest.warns(UserWarning, match="1 unexpected key.*extra.weight") as record:
+        load_checkpoint(model(1), path, strict=False)
+    assert record[0].filename == __file__

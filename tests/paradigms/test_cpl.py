@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import pyairir
 from pyairir.nn import SparsePromptModule
 from pyairir.nn.vgg import VGGFeatures
-from pyairir.paradigms import CPL, PromptSelectionStatistics
+from pyairir.paradigms import CPL, PromptSelectionStatistics, load_vgg
 from tests.models.deterministic_weights import fill_deterministic
 from tests.paradigms.common import BACKBONES, backbone, batch, train
 
@@ -212,21 +212,32 @@ def test_selection_statistics_accumulate_per_module_and_task():
     for probabilities, selection in records:
         for module in model.prompt_modules():
             module.last_probabilities, module.last_selection = probabilities, selection
-        second.last_probabilities = probabilities.flip(1)
+        second.last_probabilities = torch.full_like(probabilities, 0.2)  # another module, another distribution
         stats.record(model, ["rain", "haze"])
     torch.testing.assert_close(stats.mean_probabilities("rain"), torch.tensor([0.375, 0.625, 0.0, 0.0, 0.0]))
-    torch.testing.assert_close(stats.mean_probabilities("rain", module=1), torch.tensor([0.0, 0.0, 0.0, 0.625, 0.375]))
+    torch.testing.assert_close(stats.mean_probabilities("rain", module=1), torch.full((5,), 0.2))
     assert stats.histogram("rain").tolist() == [1, 1, 0, 0, 0] and stats.histogram("rain").dtype == torch.long
     assert stats.histogram("haze").tolist() == [0, 0, 0, 2, 0]
     p = [0.375, 0.625]
     assert stats.entropy("rain") == pytest.approx(-sum(x * math.log2(x) for x in p))
-    assert stats.entropy("rain", module=1) == pytest.approx(-sum(x * math.log2(x) for x in p))
+    assert stats.entropy("rain", module=1) == pytest.approx(math.log2(5))
     assert stats.entropy("haze") == pytest.approx(-sum(x * math.log2(x) for x in (0.15, 0.2, 0.25, 0.3, 0.1)))
 
 
 def test_selection_statistics_errors():
     stats = PromptSelectionStatistics()
-    with pytest.raises(ValueError, match=r"the model has no SparsePromptModule \(wrap it in CPL\)"):
+    with pytest.raises(ValueError, match=r"^PromptSelectionStatistics\.record: the model has no SparsePromptModule "
+                                         r"\(wrap it in CPL\)$"):
         stats.record(backbone("restormer"), ["rain"])
-    with pytest.raises(ValueError, match="run the model forward first"):
+    with pytest.raises(ValueError, match=r"^PromptSelectionStatistics\.record: run the model forward first$"):
         stats.record(CPL(backbone("promptir")), ["rain"])
+
+
+def test_load_vgg_reads_torchvision_keys(tmp_path):
+    source = VGGFeatures(random=True)
+    path = tmp_path / "vgg16.pth"
+    torch.save({f"features.{k}": v for k, v in source.features.state_dict().items()}, path)
+    loaded = load_vgg(path)
+    assert all(torch.equal(loaded.features.state_dict()[k], v) for k, v in source.features.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_vgg(tmp_path / "missing.pth")

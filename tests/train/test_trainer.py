@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -83,6 +84,20 @@ def test_resume_in_process_continues_bit_for_bit(tmp_path, paradigm, args):
     assert all(torch.equal(resumed.state_dict()[k], v) for k, v in final.items())
     if paradigm == "pl":
         assert resumed.steps == 6
+
+
+def test_resume_without_a_checkpoint_and_from_a_file_holding_code(tmp_path):
+    c = config(tmp_path)
+    assert Trainer(c).resume() is False  # nothing to resume from
+    train(c)
+    state = Path(c.out) / "checkpoint-6" / "state.pt"
+    torch.save({"step": 6, "payload": Payload()}, state)  # a pickle that would run code on loading
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        Trainer(c).resume()
+
+
+class Payload:
+    """An arbitrary Python object: a trainer state must never unpickle it."""
 
 
 def test_plain_training_loss():

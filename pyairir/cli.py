@@ -25,6 +25,7 @@ from torch import nn
 from pyairir._files import write_text_atomic
 
 EXIT_ERROR = 1
+MAX_EXIT_COUNT = 125  # `pyairir restore` exits with the number of images that failed, up to this
 
 
 class CommandError(Exception):
@@ -72,13 +73,14 @@ def _add_tile_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _inputs(paths: list[str]) -> list[Path]:
+    from pyairir._files import is_temporary
     from pyairir.data.io import IMAGE_EXTENSIONS
 
     files: list[Path] = []
     for text in paths:
         path = Path(text)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if path.is_dir():  # a killed write's temporary file is no input
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not is_temporary(p))
             if not found:
                 raise CommandError(f"{text}: the folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
             files += found
@@ -89,12 +91,19 @@ def _inputs(paths: list[str]) -> list[Path]:
     return files
 
 
-def _outputs(inputs: list[Path], out: str) -> list[Path]:
-    """Where each restored image goes; never onto an input."""
+def _outputs(inputs: list[Path], out: str, overwrite: bool) -> list[Path]:
+    """Where each restored image goes: -o an image file (one input) or a folder; never onto an
+    input, never onto an existing file without --overwrite, never onto a read-only file."""
     from pyairir.data.io import IMAGE_EXTENSIONS
 
     target = Path(out)
-    if len(inputs) == 1 and target.suffix.lower() in IMAGE_EXTENSIONS:
+    suffix = target.suffix.lower()
+    if suffix and not target.is_dir():
+        if suffix not in IMAGE_EXTENSIONS:
+            raise CommandError(f"-o {out}: pyairir writes {', '.join(IMAGE_EXTENSIONS)} images, not {suffix} "
+                               "(for a folder, give a name without a suffix)")
+        if len(inputs) > 1:
+            raise CommandError(f"-o {out}: {len(inputs)} inputs cannot go into one image file; give a folder")
         outputs = [target]
     else:
         if target.exists() and not target.is_dir():
@@ -106,34 +115,44 @@ def _outputs(inputs: list[Path], out: str) -> list[Path]:
     for o in outputs:
         if o.resolve() in resolved_inputs:
             raise CommandError(f"refusing to overwrite the input {o}: choose another -o")
+    existing = [o for o in outputs if o.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more outputs)" if len(existing) > 1 else ""
+        raise CommandError(f"{existing[0]} already exists{more}; pass --overwrite to replace")
+    read_only = [o for o in existing if not o.stat().st_mode & 0o200]  # by its mode, also for root
+    if read_only:
+        raise CommandError(f"{read_only[0]} is read-only: not replacing it")
     return outputs
 
 
 def command_restore(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from pyairir.data.io import ImageError, read_image, write_image
+    from pyairir.data.io import ImageError, icc_profile, read_image, write_image
     from pyairir.eval.evaluate import restorer
 
     inputs = _inputs(args.inputs)
-    outputs = _outputs(inputs, args.output)
+    outputs = _outputs(inputs, args.output, args.overwrite)
     run = restorer(_model(args), args.tile, args.overlap, args.iterations, progress=True)
     failures = 0
     for source, target in tqdm(list(zip(inputs, outputs)), desc="restore", unit="image", disable=len(inputs) < 2):
         try:
             image = read_image(source)
-        except (ImageError, FileNotFoundError) as error:
-            print(f"pyairir restore: {error}", file=sys.stderr)
+            with torch.no_grad():
+                restored = run(image[None])[0]
+            if not torch.isfinite(restored).all():
+                raise ImageError("the model's output is not finite (NaN or Inf): its weights are broken; "
+                                 "nothing written")
+            write_image(target, restored.clamp(0, 1), icc_profile(source))
+        except (ImageError, OSError, ValueError, RuntimeError, MemoryError) as error:
+            print(f"pyairir restore: {source}: {error}", file=sys.stderr)
             failures += 1
             continue
-        with torch.no_grad():
-            restored = run(image[None])[0].clamp(0, 1)
-        write_image(target, restored)
         if len(inputs) == 1:
             print(f"restored {source} -> {target}")
     if failures:
         print(f"pyairir restore: {failures} of {len(inputs)} images failed", file=sys.stderr)
-    return EXIT_ERROR if failures else 0
+    return min(failures, MAX_EXIT_COUNT)
 
 
 def command_eval(args: argparse.Namespace) -> int:
@@ -236,9 +255,13 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--eager", action="store_true", help="run the eager reference instead of fused kernels")
     demo.set_defaults(run=command_demo)
 
-    restore = commands.add_parser("restore", help="restore images")
+    restore = commands.add_parser("restore", help="restore images", epilog="Each image that cannot be read, "
+                                  "restored or written is reported with its path and skipped; the exit status is "
+                                  f"the number of such images (at most {MAX_EXIT_COUNT}).")
     restore.add_argument("inputs", nargs="+", help="image files or folders")
     restore.add_argument("-o", "--output", required=True, help="output image (one input) or folder")
+    restore.add_argument("--overwrite", action="store_true", help="replace existing output files (keeping their "
+                         "permissions); without it pyairir refuses")
     _add_model_arguments(restore, "demo")
     _add_tile_arguments(restore)
     restore.set_defaults(run=command_restore)

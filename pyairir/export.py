@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from pyairir._files import atomic_path
+from pyairir.models.checks import size_multiple
 
 OPSET = 17
 TOLERANCE = 1e-4
@@ -68,17 +69,6 @@ class SelfRefinement(nn.Module):
 
     def forward(self, degraded: torch.Tensor) -> torch.Tensor:
         return self.sipl.restore(degraded, iterations=self.iterations)[-1]
-
-
-def size_multiple(model: nn.Module) -> int:
-    """The multiple H and W must have for `model`: its backbone's, and 16 for a NAFNet (which pads
-    itself to 16, a padding the traced graph would fix at the export size)."""
-    from pyairir.models import NAFNet
-
-    backbone = getattr(model, "backbone", model)
-    if isinstance(backbone, NAFNet):
-        return backbone.padder_size
-    return getattr(backbone, "size_multiple", 1)
 
 
 def inference_graph(model: nn.Module, iterations: int | None = None) -> nn.Module:

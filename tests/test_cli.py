@@ -126,3 +126,96 @@ def test_eval_plots_sipl_iterations_and_cpl_prompts(tmp_path):
                      str(tmp_path / "cpl"))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cpl" / "prompt_selection.png").is_file()
+
+
+def restore_in_process(*args: str) -> int:
+    from pyairir.cli import main
+
+    return main(["restore", *args])
+
+
+def test_existing_outputs_are_kept_unless_overwrite(tmp_path, capsys):
+    source = photo(tmp_path / "in.png")
+    target = tmp_path / "out.png"
+    target.write_bytes(b"precious")
+    assert restore_in_process(str(source), "-o", str(target)) == 1
+    assert "out.png already exists; pass --overwrite to replace" in capsys.readouterr().err
+    assert target.read_bytes() == b"precious"
+    target.chmod(0o640)
+    assert restore_in_process(str(source), "-o", str(target), "--overwrite") == 0
+    assert read_image(target).shape == read_image(source).shape
+    assert target.stat().st_mode & 0o777 == 0o640  # the file keeps the permissions it had
+    target.chmod(0o444)
+    assert restore_in_process(str(source), "-o", str(target), "--overwrite") == 1
+    assert "out.png is read-only: not replacing it" in capsys.readouterr().err
+
+
+def test_output_file_names(tmp_path, capsys):
+    a, b = photo(tmp_path / "a.png"), photo(tmp_path / "b.png")
+    assert restore_in_process(str(a), str(b), "-o", str(tmp_path / "new.png")) == 1
+    assert "2 inputs cannot go into one image file; give a folder" in capsys.readouterr().err
+    assert restore_in_process(str(a), "-o", str(tmp_path / "x.gif")) == 1
+    assert "not .gif (for a folder, give a name without a suffix)" in capsys.readouterr().err
+    assert not (tmp_path / "new.png").exists() and not (tmp_path / "x.gif").exists()
+
+
+def test_a_batch_goes_on_past_bad_images(tmp_path, capsys, monkeypatch):
+    """Unreadable images and failed writes are reported with their path; the others are restored
+    and the exit status counts the failures. A killed write's temporary file is no input."""
+    folder = tmp_path / "in"
+    for name in ("a.png", "d.png"):
+        photo(folder / name)
+    Image.fromarray(np.full((16, 16), 2 ** 20, dtype=np.int32), mode="I").save(folder / "b.tif")
+    (folder / "c.jpg").write_bytes(b"\xff\xd8\xff" + os.urandom(50))
+    (folder / ".e.png.abcd1234.png").write_bytes(b"")  # left by a write killed mid-way
+    import pyairir.data.io as io
+
+    real_write = io.write_image
+
+    def write(path, image, icc_profile=None):
+        if Path(path).name == "d.png":
+            raise PermissionError(13, "Permission denied", str(path))
+        real_write(path, image, icc_profile)
+
+    monkeypatch.setattr(io, "write_image", write)
+    assert restore_in_process(str(folder), "-o", str(tmp_path / "out")) == 3
+    err = capsys.readouterr().err
+    assert "b.tif: image" in err and "values outside 0..65535" in err
+    assert "c.jpg: image" in err and "could not be read" in err
+    assert "d.png: [Errno 13] Permission denied" in err
+    assert "3 of 4 images failed" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]
+
+
+def test_a_model_that_outputs_nan_writes_nothing(tmp_path, capsys, monkeypatch):
+    import pyairir.cli as cli
+
+    monkeypatch.setattr(cli, "_model", lambda args: (lambda x: x * float("nan")))
+    source = photo(tmp_path / "in.png")
+    assert restore_in_process(str(source), "-o", str(tmp_path / "out.png")) == 1
+    assert "output is not finite (NaN or Inf)" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("tile, overlap", [("0", "32"), ("1", "0"), ("8", "8"), ("40", "-1")])
+def test_tiles_below_the_minimum_are_refused(tmp_path, capsys, tile, overlap):
+    source = photo(tmp_path / "in.png")
+    assert restore_in_process(str(source), "-o", str(tmp_path / "o.png"), "--tile", tile, "--overlap", overlap) == 1
+    assert "tile must be at least" in capsys.readouterr().err
+
+
+def test_orientation_and_colour_profile_are_kept(tmp_path):
+    """A phone photo stored sideways with an EXIF orientation comes out upright, with its ICC profile."""
+    from PIL import ImageCms
+
+    pixels = (np.arange(20 * 30 * 3) % 251).astype(np.uint8).reshape(20, 30, 3)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    source = tmp_path / "phone.jpg"
+    Image.fromarray(pixels).save(source, exif=exif, icc_profile=profile, quality=100)
+    assert read_image(source).shape == (3, 30, 20)  # upright: the stored 20x30 turned a quarter
+    target = tmp_path / "out.png"
+    assert restore_in_process(str(source), "-o", str(target)) == 0
+    with Image.open(target) as restored:
+        assert restored.size == (20, 30) and restored.info.get("icc_profile") == profile

@@ -33,3 +33,18 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
             raise RuntimeError("disk full")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["b.txt"]
+
+
+def test_temporary_names_are_recognised(tmp_path):
+    """What atomic_path leaves behind when killed mid-write is recognised (and skipped as input)."""
+    from pyairir._files import atomic_path, is_temporary
+    from pyairir.data.io import list_images
+
+    seen = []
+    with atomic_path(tmp_path / "photo.png") as temporary:
+        seen.append(temporary.name)
+        temporary.write_bytes(b"x")
+    assert is_temporary(seen[0]) and not is_temporary("photo.png") and not is_temporary(".hidden.png")
+    assert not is_temporary(".photo.png.abc.png") and is_temporary(".latest.k3j_h5g6")
+    (tmp_path / ".photo.png.k3j_h5g6.png").write_bytes(b"")
+    assert [p.name for p in list_images(tmp_path, "test")] == ["photo.png"]

@@ -13,6 +13,7 @@ from pyairir.eval.inference import restore
 from pyairir.eval.metrics import psnr, ssim
 from pyairir.eval.refine import self_refine
 from pyairir.eval.tiled import tiled_restore
+from pyairir.models.checks import size_multiple
 
 
 def restorer(model: nn.Module, tile: int | None = None, overlap: int = 32, iterations: int | None = None,
@@ -21,6 +22,11 @@ def restorer(model: nn.Module, tile: int | None = None, overlap: int = 32, itera
     progress: a progress bar over each pass's tiles."""
     if iterations is not None and not hasattr(model, "fused_dictionaries"):
         raise ValueError(f"iterations: only SIPL models refine iteratively; {type(model).__name__} does not")
+    if tile is not None:
+        smallest = max(size_multiple(model), overlap + 1)
+        if tile < smallest or overlap < 0:
+            raise ValueError(f"tile must be at least {smallest} (the model's size multiple {size_multiple(model)}, "
+                             f"and more than the overlap {overlap}), got tile {tile} with overlap {overlap}")
     if iterations:
         return lambda x: self_refine(model, x, iterations, tile, overlap, progress=progress)[-1]
     return lambda x: tiled_restore(model, x, tile, overlap, progress=progress) if tile else restore(model, x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from pyairir._validation import check_image
 
@@ -17,3 +18,10 @@ def check_model_input(x: torch.Tensor, model: str, channels: int, multiple: int 
             f"forward does not pad; pyairir.eval.restore(model, image) reflect-pads to a multiple of "
             f"{multiple} and crops back."
         )
+
+
+def size_multiple(model: nn.Module) -> int:
+    """The multiple the height and width of `model`'s input should have: its backbone's
+    size_multiple, and for a NAFNet (which pads itself) the multiple it pads to."""
+    backbone = getattr(model, "backbone", model)
+    return getattr(backbone, "padder_size", None) or getattr(backbone, "size_multiple", 1)

@@ -3,7 +3,7 @@
     pyairir demo                                   restore held-out photos with the shipped demo model
     pyairir restore IN... -o OUT [--model --checkpoint --paradigm --tile --iterations]
     pyairir eval --data data/test --benchmark 3task --model promptir --checkpoint model.ckpt
-    pyairir train CONFIG.yaml [key=value ...] [--resume]
+    pyairir train CONFIG.yaml [key=value ...] [--resume | --overwrite]
     pyairir bench [--model promptir --size 256]
     pyairir export OUT.onnx --model NAME [--checkpoint --paradigm --iterations] [--size H W | --dynamic]
 
@@ -194,7 +194,7 @@ def command_train(args: argparse.Namespace) -> int:
     from pyairir.train import load_config, train
 
     config = load_config(args.config, args.overrides)
-    train(config, resume=args.resume)
+    train(config, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 
@@ -281,7 +281,10 @@ def parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model (also under torchrun)")
     train.add_argument("config", help="YAML training config (see pyairir.train.TrainConfig)")
     train.add_argument("overrides", nargs="*", help="key=value settings overriding the config")
-    train.add_argument("--resume", action="store_true", help="continue from the output folder's latest checkpoint")
+    run = train.add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true", help="continue from the output folder's latest checkpoint")
+    run.add_argument("--overwrite", action="store_true",
+                     help="move the run the output folder holds aside (to OUT.old-DATE-TIME) and start anew")
     train.set_defaults(run=command_train)
 
     bench = commands.add_parser("bench", help="time a model, eager vs fused kernels")
@@ -302,7 +305,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    root = parser()
+    args, extra = root.parse_known_args(argv)
+    if extra:  # key=value overrides may also follow --resume
+        if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides += extra
+        else:
+            root.error(f"unrecognized arguments: {' '.join(extra)}")
     from pyairir.data.io import ImageError
     from pyairir.models.checkpoint import CheckpointError
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from pyairir.data.degradations import SYNTHETIC, degrade, gaussian_noise
-from pyairir.data.io import list_images, read_image
+from pyairir.data.io import ImageError, image_problem, list_images, read_image
 
 CDD11_DEGRADATIONS = ("low", "haze", "rain", "snow", "low_haze", "low_rain", "low_snow", "haze_rain", "haze_snow",
                       "low_haze_rain", "low_haze_snow")
@@ -190,6 +190,19 @@ class RestorationDataset(Dataset):
             return dihedral(x[:, top: top + size, left: left + size], k).contiguous()
 
         return patch(clean), patch(degraded) if degraded is not None else None
+
+
+def check_training_images(dataset: RestorationDataset, show: int = 10) -> None:
+    """Raises ImageError listing every image of `dataset` that training would fail on or pad
+    (unreadable, a mode read_image refuses, a side shorter than the patch), from the headers only,
+    so that a bad file is found before the first step rather than hours into a run."""
+    min_size = dataset.patch_size or 1
+    files = dict.fromkeys(p for e in dataset.entries for p in (e.clean, e.degraded) if p is not None)
+    problems = [problem for path in files if (problem := image_problem(path, min_size))]
+    if problems:
+        more = f"\n  ... and {len(problems) - show} more" if len(problems) > show else ""
+        raise ImageError(f"{len(problems)} of the {len(files)} training images cannot be used:\n  "
+                         + "\n  ".join(problems[:show]) + more)
 
 
 def training_set(root: str | os.PathLike, benchmark: str = "3task", patch_size: int = 128,

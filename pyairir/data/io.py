@@ -36,11 +36,9 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
             opened.load()
             image = ImageOps.exif_transpose(opened)
             mode = image.mode
-            if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
-                raise ImageError(f"image {str(path)!r} has an alpha channel (mode {mode}, 4 channels with RGBA); "
-                                 "pyairir restores 3-channel RGB images: flatten or drop the alpha first")
-            if mode not in ("RGB", "L", "P", "I;16", "I", "CMYK", "YCbCr"):
-                raise ImageError(f"image {str(path)!r} has mode {mode}; expected an RGB or grayscale image")
+            problem = _mode_problem(mode, image.info)
+            if problem:
+                raise ImageError(f"image {str(path)!r} {problem}")
             array = np.asarray(image.convert("RGB") if mode not in ("I;16", "I") else image)
     except ImageError:
         raise
@@ -55,6 +53,40 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
         array = np.repeat((array.astype(np.float32) / 65535.0)[..., None], 3, axis=2)
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
     return to_tensor(array)
+
+
+def _mode_problem(mode: str, info: dict) -> str | None:
+    """Why an image of this Pillow mode cannot be restored, or None if it can."""
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in info):
+        return (f"has an alpha channel (mode {mode}, 4 channels with RGBA); pyairir restores 3-channel RGB "
+                "images: flatten or drop the alpha first")
+    if mode not in ("RGB", "L", "P", "I;16", "I", "CMYK", "YCbCr"):
+        return f"has mode {mode}; expected an RGB or grayscale image"
+    return None
+
+
+def image_problem(path: str | os.PathLike, min_size: int = 1) -> str | None:
+    """What is wrong with the image file at `path` for reading it later (missing, not an image,
+    a mode read_image refuses, a side shorter than `min_size`), judged from its header only;
+    None if nothing is."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        return f"{str(path)!r} does not exist or is not a file"
+    try:
+        with Image.open(path) as image:
+            mode, info, (width, height) = image.mode, image.info, image.size
+    except Image.DecompressionBombError as error:
+        return f"{str(path)!r} is too large to read safely: {error}"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        return f"{str(path)!r} could not be read (corrupt or not an image): {error}"
+    problem = _mode_problem(mode, info)
+    if problem:
+        return f"{str(path)!r} {problem}"
+    if min(width, height) < min_size:
+        return f"{str(path)!r} is {width}x{height}, smaller than the {min_size}x{min_size} training patch"
+    return None
 
 
 def icc_profile(path: str | os.PathLike) -> bytes | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,16 +48,97 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
-        self.synthetic_kinds = tuple(self.synthetic_kinds)
-        if self.paradigm not in PARADIGMS:
-            raise ValueError(f"TrainConfig: paradigm must be one of {', '.join(PARADIGMS)}, got {self.paradigm!r}")
-        for name in ("steps", "batch_size", "patch_size", "checkpoint_every"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"TrainConfig: {name} must be positive, got {getattr(self, name)}")
+        errors = _check_fields(self)
+        if errors:
+            raise ValueError("TrainConfig: " + ("; ".join(errors) if len(errors) == 1 else
+                                                 f"{len(errors)} bad settings:\n  " + "\n  ".join(errors)))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def _as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    return None
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():  # steps=1e4
+        return int(value)
+    return None
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+# field -> (converter, what it must be, range check or None, what the range is)
+_RULES: dict[str, tuple[Any, str, Any, str]] = {
+    "model": (lambda v: v if isinstance(v, str) else None, "a model name", None, ""),
+    "model_args": (lambda v: v if isinstance(v, dict) else None, "a mapping", None, ""),
+    "fast": (_as_bool, "true or false", None, ""),
+    "paradigm": (lambda v: v if isinstance(v, str) else None, "a string", lambda v: v in PARADIGMS,
+                 "one of " + ", ".join(PARADIGMS)),
+    "paradigm_args": (lambda v: v if isinstance(v, dict) else None, "a mapping", None, ""),
+    "data": (lambda v: v if isinstance(v, str) else None, "a folder path", None, ""),
+    "benchmark": (lambda v: v if isinstance(v, str) else None, "a string", None, ""),
+    "synthetic_kinds": (lambda v: tuple(v) if isinstance(v, (list, tuple)) and all(isinstance(k, str) for k in v)
+                        and v else None, "a non-empty list of degradation names", None, ""),
+    "patch_size": (_as_int, "an integer", lambda v: v > 0, "positive"),
+    "batch_size": (_as_int, "an integer", lambda v: v > 0, "positive"),
+    "num_workers": (_as_int, "an integer", lambda v: v >= 0, "0 or more"),
+    "steps": (_as_int, "an integer", lambda v: v > 0, "positive"),
+    "lr": (_as_float, "a finite number", lambda v: v > 0, "positive"),
+    "min_lr": (_as_float, "a finite number", lambda v: v >= 0, "0 or more"),
+    "weight_decay": (_as_float, "a finite number", lambda v: v >= 0, "0 or more"),
+    "betas": (lambda v: tuple(float(b) for b in v) if isinstance(v, (list, tuple)) and len(v) == 2
+              and all(_as_float(b) is not None for b in v) else None, "two numbers",
+              lambda v: all(0 <= b < 1 for b in v), "two numbers each in [0, 1)"),
+    "warmup_steps": (_as_int, "an integer", lambda v: v >= 0, "0 or more"),
+    "grad_clip": (lambda v: None if v is None else _as_float(v), "null or a finite number",
+                  lambda v: v is None or v > 0, "positive (null turns clipping off)"),
+    "bf16": (_as_bool, "true or false", None, ""),
+    "seed": (_as_int, "an integer", lambda v: v >= 0, "0 or more"),
+    "lupi_stage2_at": (lambda v: None if v is None else _as_int(v), "null or an integer",
+                       lambda v: v is None or v >= 0, "0 or more"),
+    "cpl_vgg": (lambda v: v if v is None or isinstance(v, str) else None, "null or a file path", None, ""),
+    "out": (lambda v: v if isinstance(v, str) and v else None, "a folder path", None, ""),
+    "checkpoint_every": (_as_int, "an integer", lambda v: v > 0, "positive"),
+    "progress": (_as_bool, "true or false", None, ""),
+}
+_NULLABLE = {"grad_clip", "lupi_stage2_at", "cpl_vgg"}
+
+
+def _check_fields(config: TrainConfig) -> list[str]:
+    """Converts each field to its type in place (the string "false" from the command line to
+    False, 1e4 to 10000) and returns one message per field that is of the wrong type or range."""
+    errors = []
+    for name, (convert, kind, in_range, range_text) in _RULES.items():
+        value = getattr(config, name)
+        converted = convert(value)
+        if converted is None and not (value is None and name in _NULLABLE):
+            errors.append(f"{name} must be {kind}, got {value!r}")
+            continue
+        if in_range is not None and not in_range(converted):
+            errors.append(f"{name} must be {range_text}, got {value!r}")
+            continue
+        setattr(config, name, converted)
+    if not errors and config.min_lr > config.lr:
+        errors.append(f"min_lr must not exceed lr ({config.lr}), got {config.min_lr}")
+    if not errors and config.warmup_steps > config.steps:
+        errors.append(f"warmup_steps must not exceed steps ({config.steps}), got {config.warmup_steps}")
+    if not errors and config.lupi_stage2_at is not None and config.lupi_stage2_at > config.steps:
+        errors.append(f"lupi_stage2_at must not exceed steps ({config.steps}), got {config.lupi_stage2_at}")
+    return errors
 
 
 # The papers' settings, scaled to steps (their epochs depend on the dataset size).

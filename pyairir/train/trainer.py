@@ -1,14 +1,14 @@
 """One trainer for every backbone x paradigm, on one process or many (torchrun).
 
-    pyairir train config.yaml [key=value ...] [--resume]
+    pyairir train config.yaml [key=value ...] [--resume | --overwrite]
     torchrun --nproc_per_node=2 -m pyairir.train config.yaml
 
 Every step takes the next global batch of a fixed per-epoch permutation (seeded by seed and
 epoch); with N processes each takes every N-th sample of it, so the global batch — and, up to
 floating-point summation order, the update — is the same whatever N is. A checkpoint holds the
-model (safetensors) and the optimizer, scheduler, RNG and step (state.pt); both are written to a
-temporary folder renamed into place, then `latest` is replaced: a run killed at any moment
-resumes bit-for-bit from its last complete checkpoint.
+model (safetensors) and the optimizer, scheduler, RNG and step (state.pt); the output folder
+(pyairir.train.run_folder) is locked, holds one run, and never loses a checkpoint: a run killed at
+any moment resumes bit-for-bit from its last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -17,24 +17,25 @@ import json
 import math
 import os
 import random
-import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 import pyairir
 from pyairir._files import write_text_atomic
-from pyairir.data import synthetic_set, training_set
+from pyairir.data import check_training_images, synthetic_set, training_set
 from pyairir.paradigms import CPL, LUPI, SIPL, AlphaSchedule, PrivilegeLearning, load_vgg
 from pyairir.paradigms.base import l1
 from pyairir.train.config import TrainConfig
+from pyairir.train.run_folder import RunFolderError, RunLock, find_checkpoint, holds_a_run, move_aside, \
+    remove_stale, save_checkpoint
 
 
 class Plain(nn.Module):
@@ -137,52 +138,65 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, config))
         self.step = 0
         self.out = Path(config.out)
-
-    def dataset(self):
-        c = self.config
-        if c.benchmark == "synthetic":
-            return synthetic_set(c.data, c.synthetic_kinds, c.patch_size, c.seed)
-        return training_set(c.data, c.benchmark, c.patch_size, c.seed)
+        self.data = (synthetic_set(config.data, config.synthetic_kinds, config.patch_size, config.seed)
+                     if config.benchmark == "synthetic" else
+                     training_set(config.data, config.benchmark, config.patch_size, config.seed))
 
     # ---------------------------------------------------------------- checkpoints
     def save(self) -> Path:
-        """Writes checkpoint-<step> (model.safetensors, state.pt, config.json) and points `latest` at it."""
-        final = self.out / f"checkpoint-{self.step}"
-        temporary = self.out / f".checkpoint-{self.step}.tmp"
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, temporary / "model.safetensors")
-        torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "python_rng": random.getstate(), "alpha_steps": getattr(self.model, "steps", None)},
-                   temporary / "state.pt")
-        (temporary / "config.json").write_text(self.config.to_json())
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(temporary, final)
-        write_text_atomic(self.out / "latest", final.name)
-        return final
+        """Writes checkpoint-<step> and points `latest` at it (pyairir.train.run_folder)."""
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "python_rng": random.getstate(), "alpha_steps": getattr(self.model, "steps", None)}
+        return save_checkpoint(self.out, self.step, self.model.state_dict(), state, self.config.to_json())
 
     def resume(self) -> bool:
-        """Loads the checkpoint `latest` points at; False if there is none."""
-        pointer = self.out / "latest"
-        if not pointer.is_file():
+        """Loads the newest usable checkpoint (`latest`, or the newest complete one if `latest` is
+        broken); False if there is none. Refuses a checkpoint of another model or paradigm, or one
+        past `steps`; applies and records (resume.log, a warning) any other changed setting."""
+        found = find_checkpoint(self.out)
+        if found is None:
             return False
-        folder = self.out / pointer.read_text().strip()
-        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
-        self.model.load_state_dict(load_file(folder / "model.safetensors"))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(_as_python_rng(state["python_rng"]))
-        if state["alpha_steps"] is not None:
-            self.model.steps = state["alpha_steps"]
-        self.step = state["step"]
+        step = found.state["step"]
+        changes = _resume_changes(found.config, self.config, found.folder)
+        if step > self.config.steps:
+            raise ValueError(f"cannot resume {str(found.folder)!r}: it is at step {step}, past steps="
+                             f"{self.config.steps}; set steps above {step} to train further")
+        try:
+            self.model.load_state_dict(found.weights)
+        except RuntimeError as error:
+            raise ValueError(f"cannot resume {str(found.folder)!r}: its weights do not fit this model: "
+                             f"{str(error).splitlines()[0]}") from None
+        self.optimizer.load_state_dict(found.state["optimizer"])
+        self.scheduler.load_state_dict(found.state["scheduler"])
+        torch.set_rng_state(found.state["torch_rng"])
+        random.setstate(_as_python_rng(found.state["python_rng"]))
+        if found.state["alpha_steps"] is not None:
+            self.model.steps = found.state["alpha_steps"]
+        self.step = step
+        if changes:
+            self._apply_optimizer_settings()
+            note = (f"resumed {found.folder.name} at step {step} with changed settings: " + "; ".join(changes))
+            warnings.warn(note, stacklevel=2)
+            if self.rank == 0:
+                with open(self.out / "resume.log", "a") as log:
+                    log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {note}\n")
         return True
+
+    def _apply_optimizer_settings(self) -> None:
+        """The configured lr, betas and weight decay replace the checkpoint's (which load_state_dict
+        brought back), and the schedule continues from the current step with the configured one."""
+        c = self.config
+        self.scheduler.base_lrs = [c.lr for _ in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=c.lr, lr=c.lr * lr_factor(self.step, c), betas=c.betas,
+                         weight_decay=c.weight_decay)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     # ---------------------------------------------------------------- training
     def fit(self) -> nn.Module:
         c = self.config
-        data = self.dataset()
+        data = self.data
         sampler = StepSampler(len(data), c.batch_size, self.rank, self.world, c.seed, self.step, c.steps)
         # The loader draws its workers' base seed from its own generator: from the global RNG it would
         # shift the draws of a resumed run (SIPL's random proxy, CPL's negatives) by one.
@@ -227,12 +241,55 @@ def _as_python_rng(state):
     return version, tuple(internal), gauss
 
 
-def train(config: TrainConfig, resume: bool = False) -> nn.Module:
-    """Trains as configured (resuming from config.out/latest if asked) and returns the model."""
+# Settings a checkpoint cannot be resumed under a different value of: they change what the weights are.
+_IDENTITY = ("model", "model_args", "paradigm", "paradigm_args")
+# Settings that change nothing about the run's result.
+_INCIDENTAL = ("fast", "num_workers", "progress", "checkpoint_every", "out")
+
+
+def _resume_changes(saved: dict, config: TrainConfig, folder: Path) -> list[str]:
+    """'name: old -> new' for each setting changed since the checkpoint was written; ValueError if
+    one of _IDENTITY changed."""
+    current = json.loads(config.to_json())
+    changed = {k: (saved.get(k), v) for k, v in current.items() if k in saved and saved[k] != v}
+    wrong = [f"{k} was {old!r}, the config says {new!r}" for k, (old, new) in changed.items() if k in _IDENTITY]
+    if wrong:
+        raise ValueError(f"cannot resume {str(folder)!r} under another model: " + "; ".join(wrong)
+                         + "; set them back, or train into a new out folder")
+    return [f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items() if k not in _INCIDENTAL]
+
+
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> nn.Module:
+    """Trains as configured and returns the model.
+
+    config.out must be a new or empty folder, unless `resume` (continue the run it holds) or
+    `overwrite` (move the run it holds aside to `<out>.old-<date-time>`, then start anew). The
+    folder is locked while training: a second run into it is refused."""
+    if resume and overwrite:
+        raise ValueError("train: resume and overwrite exclude each other (continue the run, or move it aside)")
     trainer = Trainer(config)
-    if resume and not trainer.resume() and trainer.rank == 0:
-        print(f"pyairir train: no checkpoint in {config.out}; starting from step 0")
+    lock = RunLock(trainer.out)
     if trainer.rank == 0:
-        trainer.out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(trainer.out / "config.json", config.to_json())
-    return trainer.fit()
+        lock.acquire()
+        if overwrite and holds_a_run(trainer.out):
+            lock.release()
+            print(f"pyairir train: moved the run in {config.out} aside to {move_aside(trainer.out)}")
+            lock.acquire()
+        elif not resume and holds_a_run(trainer.out):
+            lock.release()
+            raise RunFolderError(f"output folder {config.out!r} already holds a run ("
+                                 + ", ".join(sorted(p.name for p in trainer.out.iterdir() if p.name != ".lock")[:5])
+                                 + "); pass --resume to continue it, --overwrite to move it aside and start "
+                                 "anew, or choose another out")
+        cleaned = remove_stale(trainer.out)
+        if cleaned:
+            print(f"pyairir train: cleaned up after a killed run in {config.out}: {'; '.join(cleaned)}")
+    try:
+        if resume and not trainer.resume() and trainer.rank == 0:
+            print(f"pyairir train: no checkpoint in {config.out}; starting from step 0")
+        check_training_images(trainer.data)
+        if trainer.rank == 0:
+            write_text_atomic(trainer.out / "config.json", config.to_json())
+        return trainer.fit()
+    finally:
+        lock.release()

@@ -1,0 +1,195 @@
+"""The output folder of a run: one run per folder, one process at a time, no checkpoint ever lost,
+resumes that refuse what would mix two runs (issue 13, items 1-3 and 13)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import pyairir.train.run_folder as run_folder
+from pyairir.cli import main
+from pyairir.data import ImageError
+from pyairir.train import train
+from pyairir.train.run_folder import RunFolderError, RunLock
+from pyairir.train.trainer import Trainer, lr_factor
+from tests.train.test_trainer import config
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_a_new_run_refuses_a_folder_holding_a_run_and_overwrite_moves_it_aside(tmp_path):
+    c = config(tmp_path)
+    train(c)
+    run = Path(c.out)
+    before = files(run)
+    with pytest.raises(RunFolderError, match=r"already holds a run \(checkpoint-3, checkpoint-6, config.json"
+                                             r".*--resume.*--overwrite"):
+        train(c)
+    assert files(run) == before  # nothing touched
+    train(c, overwrite=True)
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
+    assert len(aside) == 1 and files(aside[0]) == before
+    assert (run / "latest").read_text() == "checkpoint-6"
+    with pytest.raises(ValueError, match="resume and overwrite exclude each other"):
+        train(c, resume=True, overwrite=True)
+
+
+def test_out_must_be_a_folder(tmp_path):
+    (tmp_path / "run").write_text("notes")
+    with pytest.raises(RunFolderError, match="output folder .*run' is a file; out must name a folder"):
+        train(config(tmp_path))
+    assert (tmp_path / "run").read_text() == "notes"
+
+
+def test_a_second_process_is_refused_while_the_folder_is_locked(tmp_path):
+    c = config(tmp_path)
+    lock = RunLock(Path(c.out))
+    lock.acquire()  # another flock on the same file conflicts even within one process
+    try:
+        with pytest.raises(RunFolderError, match=rf"in use by another training process \(pid {os.getpid()}\)"):
+            train(c, resume=True)
+        assert not (Path(c.out) / "latest").exists()
+    finally:
+        lock.release()
+    train(c, resume=True)  # free again
+
+
+def test_temporary_names_are_unique_per_process_and_stale_ones_are_removed(tmp_path, monkeypatch, capsys):
+    c = config(tmp_path, steps=3)
+    run = Path(c.out)
+    run.mkdir()
+    (run / ".checkpoint-3.4242.tmp").mkdir()  # what a killed writer left
+    (run / ".latest.abcd1234").write_text("checkpoint-")
+    written = []
+    real = run_folder.save_file
+    monkeypatch.setattr(run_folder, "save_file", lambda tensors, path: (written.append(Path(path).parent.name),
+                                                                         real(tensors, path)))
+    train(c)
+    assert written == [f".checkpoint-3.{os.getpid()}.tmp"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "checkpoint-3", "config.json", "latest"]
+    assert "cleaned up after a killed run in" in capsys.readouterr().out
+
+
+def test_a_kill_while_replacing_a_checkpoint_loses_nothing(tmp_path, monkeypatch, capsys):
+    """The old checkpoint-6 is set aside, then the write dies before the new one is renamed into
+    place: the next start puts the old one back, and --resume continues from it."""
+    c = config(tmp_path)
+    final = weights(train(c))
+    run = Path(c.out)
+    old = files(run / "checkpoint-6")
+    trainer = Trainer(c)
+    assert trainer.resume() and trainer.step == 6
+    real = os.replace
+
+    def dies_on_publishing(source, target):
+        if Path(source).name.endswith(".tmp"):
+            raise KeyboardInterrupt  # the kill
+        real(source, target)
+
+    monkeypatch.setattr(run_folder.os, "replace", dies_on_publishing)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save()
+    monkeypatch.undo()
+    assert not (run / "checkpoint-6").exists()
+    resumed = train(c, resume=True)
+    assert "restored checkpoint-6 (set aside by a killed write)" in capsys.readouterr().out
+    assert files(run / "checkpoint-6") == old
+    assert all(torch.equal(resumed.state_dict()[k], v) for k, v in final.items())
+    assert not any(p.name.startswith(".checkpoint") for p in run.iterdir())
+
+
+def test_resume_passes_over_a_latest_naming_nothing(tmp_path, capsys):
+    c = config(tmp_path)
+    final = weights(train(c))
+    run = Path(c.out)
+    (run / "checkpoint-6").rename(run / "elsewhere")
+    resumed = train(c, resume=True)
+    out = capsys.readouterr().out
+    assert "checkpoint-6' does not exist; resuming from" in out and "checkpoint-3', the newest complete" in out
+    assert all(torch.equal(resumed.state_dict()[k], v) for k, v in final.items())
+
+
+@pytest.mark.parametrize("damaged", ["model.safetensors", "state.pt", "config.json"])
+def test_resume_passes_over_a_truncated_checkpoint(tmp_path, capsys, damaged):
+    c = config(tmp_path)
+    final = weights(train(c))
+    path = Path(c.out) / "checkpoint-6" / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    resumed = train(c, resume=True)
+    assert f"skipped '{path}' cannot be read" in capsys.readouterr().out
+    assert all(torch.equal(resumed.state_dict()[k], v) for k, v in final.items())
+
+
+def test_resume_refuses_when_no_checkpoint_is_usable(tmp_path):
+    c = config(tmp_path, steps=3)
+    train(c)
+    (Path(c.out) / "checkpoint-3" / "state.pt").write_bytes(b"")
+    with pytest.raises(RunFolderError, match="no usable checkpoint .* --overwrite"):
+        train(c, resume=True)
+
+
+def test_resume_refuses_another_model_or_fewer_steps(tmp_path):
+    c = config(tmp_path)
+    train(c)
+    other = config(tmp_path, model_args={**c.model_args, "width": 16})
+    with pytest.raises(ValueError, match=r"cannot resume .*checkpoint-6' under another model: model_args was "
+                                         r"\{.*'width': 8.*\}, the config says \{.*'width': 16"):
+        train(other, resume=True)
+    with pytest.raises(ValueError, match="cannot resume .* under another model: paradigm was 'none', the config "
+                                         "says 'pl'"):
+        train(config(tmp_path, paradigm="pl"), resume=True)
+    with pytest.raises(ValueError, match="it is at step 6, past steps=4; set steps above 6"):
+        train(config(tmp_path, steps=4), resume=True)
+
+
+def test_resume_applies_and_records_a_changed_learning_rate(tmp_path):
+    c = config(tmp_path, steps=3, checkpoint_every=3)
+    train(c)
+    longer = config(tmp_path, steps=6, lr=5e-4, checkpoint_every=3)
+    trainer = Trainer(longer)
+    with pytest.warns(UserWarning, match=r"resumed checkpoint-3 at step 3 with changed settings: lr: 0.001 -> 0.0005; "
+                                         r"steps: 3 -> 6"):
+        assert trainer.resume()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4 * lr_factor(3, longer))
+    assert trainer.scheduler.base_lrs == [5e-4]
+    assert "lr: 0.001 -> 0.0005" in (Path(c.out) / "resume.log").read_text()
+    trainer.fit()
+    assert trainer.scheduler.get_last_lr()[0] == pytest.approx(5e-4 * lr_factor(6, longer))
+
+
+def test_the_command_line_takes_overrides_after_resume(tmp_path):
+    c = config(tmp_path, steps=3, checkpoint_every=3)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(c).items()}))
+    assert main(["train", str(path)]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["train", str(path), "--resume", "steps=6"]) == 0
+    assert (Path(c.out) / "latest").read_text() == "checkpoint-6"
+
+
+def test_training_images_are_checked_before_the_first_step(tmp_path):
+    c = config(tmp_path, patch_size=32)
+    photos = Path(c.data)
+    Image.new("RGB", (20, 40)).save(photos / "small.png")
+    Image.new("RGBA", (64, 64)).save(photos / "alpha.png")
+    (photos / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ImageError) as error:
+        train(c)
+    message = str(error.value)
+    assert message.startswith("3 of the 6 training images cannot be used:")
+    assert "small.png' is 20x40, smaller than the 32x32 training patch" in message
+    assert "alpha.png' has an alpha channel" in message and "broken.png' could not be read" in message
+    assert not (Path(c.out) / "config.json").exists()

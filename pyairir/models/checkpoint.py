@@ -101,8 +101,9 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, key: str | None =
     key: the entry holding the state_dict (default: the first of 'params', 'params_ema',
     'state_dict', 'model' present, or the file itself if it is a state_dict).
     strict: every model key must be in the checkpoint and vice versa (otherwise missing
-    and unexpected keys are reported in a warning); shapes must always match.
-    Raises CheckpointError naming the missing/unexpected keys and differing shapes.
+    and unexpected keys are reported in a warning); shapes must always match, and a floating
+    parameter is never loaded from an integer tensor. Warns on NaN or infinite weights.
+    Raises CheckpointError naming the missing/unexpected keys, differing shapes and integer tensors.
     """
     state_dict = read_state_dict(path, key)
     model_state = model.state_dict()
@@ -122,11 +123,21 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, key: str | None =
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatch(es): " + "; ".join(
             f"{k} is {list(ckpt)} in the checkpoint, {list(own)} in the model" for k, ckpt, own in mismatched[:SHOWN]))
+    integral = [(k, v.dtype, model_state[k].dtype) for k, v in state_dict.items()
+                if k in model_state and model_state[k].is_floating_point() and not v.is_floating_point()]
+    if integral:
+        problems.append(f"{len(integral)} integer tensor(s) for floating parameters: " + "; ".join(
+            f"{k} is {ckpt} in the checkpoint, {own} in the model" for k, ckpt, own in integral[:SHOWN]))
     name = type(model).__name__
-    if mismatched or (strict and problems):
+    if mismatched or integral or (strict and problems):
         raise CheckpointError(f"checkpoint {os.fspath(path)!r} does not fit {name}: " + "; ".join(problems))
     if problems:
         warnings.warn(f"checkpoint {os.fspath(path)!r} loaded into {name} non-strictly: " + "; ".join(problems),
                       stacklevel=2)
+    non_finite = [k for k, v in state_dict.items()
+                  if k in model_state and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        warnings.warn(f"checkpoint {os.fspath(path)!r} holds NaN or infinite values in {len(non_finite)} tensor(s): "
+                      f"{', '.join(non_finite[:SHOWN])}; the model's outputs will not be finite", stacklevel=2)
     model.load_state_dict(state_dict, strict=strict)
     return model

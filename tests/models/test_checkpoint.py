@@ -222,3 +222,26 @@ def test_the_non_strict_warning_points_at_the_caller(tmp_path):
     with pytest.warns(UserWarning, match="1 unexpected key.*extra.weight") as record:
         load_checkpoint(model(1), path, strict=False)
     assert record[0].filename == __file__
+
+
+def test_integer_weights_for_a_float_parameter_are_refused(tmp_path):
+    state = model(0).state_dict()
+    state["output.weight"] = torch.ones_like(state["output.weight"], dtype=torch.int64)
+    path = tmp_path / "int.pth"
+    write(path, state, "plain")
+    with pytest.raises(CheckpointError, match=r"does not fit PromptIR: 1 integer tensor\(s\) for floating parameters: "
+                                              r"output.weight is torch.int64 in the checkpoint, torch.float32 in the "
+                                              r"model"):
+        load_checkpoint(model(1), path, strict=False)
+
+
+def test_non_finite_weights_load_with_a_warning(tmp_path):
+    state = model(0).state_dict()
+    state["output.weight"][0, 0] = float("nan")
+    state["patch_embed.proj.weight"][0, 0] = float("inf")
+    path = tmp_path / "nan.pth"
+    write(path, state, "plain")
+    with pytest.warns(UserWarning, match=r"holds NaN or infinite values in 2 tensor\(s\): patch_embed.proj.weight, "
+                                         r"output.weight; the model's outputs will not be finite"):
+        loaded = load_checkpoint(model(1), path)
+    assert torch.isnan(loaded.output.weight[0, 0]).all()

@@ -187,7 +187,10 @@ def command_eval(args: argparse.Namespace) -> int:
                                                   folder / "prompt_selection.png"))
         for path in written:
             print(f"wrote {path}")
-    return 0
+    failed = [message for task, r in results.items() if task != "average" for message in r.get("failed", [])]
+    for message in failed:
+        print(f"pyairir eval: skipped: {message}", file=sys.stderr)
+    return min(len(failed), MAX_EXIT_COUNT)
 
 
 def command_train(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -219,3 +220,24 @@ def test_orientation_and_colour_profile_are_kept(tmp_path):
     assert restore_in_process(str(source), "-o", str(target)) == 0
     with Image.open(target) as restored:
         assert restored.size == (20, 30) and restored.info.get("icc_profile") == profile
+
+
+def test_eval_keeps_what_it_measured_when_an_image_fails_mid_run(tmp_path, monkeypatch, capsys):
+    from pyairir.cli import main
+    from pyairir.data import RestorationDataset
+
+    data = make_test_tree(tmp_path)
+    original = RestorationDataset.__getitem__
+
+    def fails_once(self, item):
+        if self.entries[item].task == "derain" and item == 1:
+            raise ValueError("derain: the file changed since it was checked")
+        return original(self, item)
+
+    monkeypatch.setattr(RestorationDataset, "__getitem__", fails_once)
+    status = main(["eval", "--data", str(data), "--benchmark", "5task", "--model", "demo", "--json",
+                   str(tmp_path / "r.json")])
+    assert status == 1
+    assert "pyairir eval: skipped: derain: the file changed since it was checked" in capsys.readouterr().err
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["derain"]["count"] == 1 and results["enhance"]["count"] == 2

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from pyairir.data.degradations import SYNTHETIC, degrade, gaussian_noise
-from pyairir.data.io import ImageError, image_problem, list_images, read_image
+from pyairir.data.io import ImageError, image_header, list_images, read_image
 
 CDD11_DEGRADATIONS = ("low", "haze", "rain", "snow", "low_haze", "low_rain", "low_snow", "haze_rain", "haze_snow",
                       "low_haze_rain", "low_haze_snow")
@@ -165,6 +165,9 @@ class RestorationDataset(Dataset):
             raise ValueError(f"{entry.task}: {str(entry.degraded)!r} is {tuple(degraded.shape[1:])} but its ground "
                              f"truth {str(entry.clean)!r} is {tuple(clean.shape[1:])}")
         if self.patch_size is None:
+            if min(clean.shape[-2:]) < self.multiple:
+                raise ImageError(f"{str(entry.clean)!r} is {clean.shape[-1]}x{clean.shape[-2]}, smaller than "
+                                 f"{self.multiple} pixels (the test crop multiple)")
             clean = crop_to_multiple(clean, self.multiple)
             degraded = crop_to_multiple(degraded, self.multiple) if degraded is not None else None
         else:
@@ -192,16 +195,34 @@ class RestorationDataset(Dataset):
         return patch(clean), patch(degraded) if degraded is not None else None
 
 
-def check_training_images(dataset: RestorationDataset, show: int = 10) -> None:
-    """Raises ImageError listing every image of `dataset` that training would fail on or pad
-    (unreadable, a mode read_image refuses, a side shorter than the patch), from the headers only,
-    so that a bad file is found before the first step rather than hours into a run."""
-    min_size = dataset.patch_size or 1
-    files = dict.fromkeys(p for e in dataset.entries for p in (e.clean, e.degraded) if p is not None)
-    problems = [problem for path in files if (problem := image_problem(path, min_size))]
+def check_images(*datasets: RestorationDataset, show: int = 10) -> None:
+    """Raises ImageError listing every image of `datasets` that would fail or be padded when read
+    (unreadable, a mode read_image refuses, a degraded image whose size differs from its ground
+    truth's, a side shorter than the training patch or, for whole-image testing, than `multiple`),
+    judged from the headers only: a bad file is found before the first step or the first
+    restoration rather than hours into a run."""
+    headers: dict[Path, tuple[str | None, tuple[int, int]]] = {}
+    problems = []
+    for dataset in datasets:
+        least = dataset.patch_size or dataset.multiple
+        what = (f"the {least}x{least} training patch" if dataset.patch_size
+                else f"{least} pixels (the test crop multiple)")
+        for entry in dataset.entries:
+            for path in (entry.clean, entry.degraded):
+                if path is not None and path not in headers:
+                    headers[path] = problem, (h, w) = image_header(path)
+                    if problem is None and min(h, w) < least:
+                        problem = f"{str(path)!r} is {w}x{h}, smaller than {what}"
+                    if problem:
+                        problems.append(problem)
+            if entry.degraded is not None:
+                (bad, clean_size), (bad_too, degraded_size) = headers[entry.clean], headers[entry.degraded]
+                if not bad and not bad_too and clean_size != degraded_size:
+                    problems.append(f"{str(entry.degraded)!r} is {degraded_size[1]}x{degraded_size[0]} but its "
+                                    f"ground truth {str(entry.clean)!r} is {clean_size[1]}x{clean_size[0]}")
     if problems:
         more = f"\n  ... and {len(problems) - show} more" if len(problems) > show else ""
-        raise ImageError(f"{len(problems)} of the {len(files)} training images cannot be used:\n  "
+        raise ImageError(f"{len(problems)} problem(s) with the {len(headers)} images:\n  "
                          + "\n  ".join(problems[:show]) + more)
 
 

@@ -65,28 +65,26 @@ def _mode_problem(mode: str, info: dict) -> str | None:
     return None
 
 
-def image_problem(path: str | os.PathLike, min_size: int = 1) -> str | None:
-    """What is wrong with the image file at `path` for reading it later (missing, not an image,
-    a mode read_image refuses, a side shorter than `min_size`), judged from its header only;
-    None if nothing is."""
+def image_header(path: str | os.PathLike) -> tuple[str | None, tuple[int, int]]:
+    """(what is wrong with the image file at `path` for read_image, or None; its upright (height,
+    width) after the EXIF orientation), judged from its header only: missing, not an image, too
+    large, or a mode read_image refuses."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        return f"{str(path)!r} does not exist or is not a file"
+        return f"{str(path)!r} does not exist or is not a file", (0, 0)
     try:
         with Image.open(path) as image:
             mode, info, (width, height) = image.mode, image.info, image.size
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that turn by 90 degrees
+                width, height = height, width
     except Image.DecompressionBombError as error:
-        return f"{str(path)!r} is too large to read safely: {error}"
+        return f"{str(path)!r} is too large to read safely: {error}", (0, 0)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        return f"{str(path)!r} could not be read (corrupt or not an image): {error}"
+        return f"{str(path)!r} could not be read (corrupt or not an image): {error}", (0, 0)
     problem = _mode_problem(mode, info)
-    if problem:
-        return f"{str(path)!r} {problem}"
-    if min(width, height) < min_size:
-        return f"{str(path)!r} is {width}x{height}, smaller than the {min_size}x{min_size} training patch"
-    return None
+    return (f"{str(path)!r} {problem}" if problem else None), (height, width)
 
 
 def icc_profile(path: str | os.PathLike) -> bytes | None:

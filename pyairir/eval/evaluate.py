@@ -9,6 +9,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from pyairir.data.datasets import RestorationDataset, check_images
+from pyairir.data.io import ImageError
 from pyairir.eval.inference import restore
 from pyairir.eval.metrics import psnr, ssim
 from pyairir.eval.refine import self_refine
@@ -40,16 +42,24 @@ def evaluate(model: nn.Module, datasets: dict[str, Dataset], protocol: str = "pr
     With `iterations` (SIPL), the metrics are those of the last iterate and "psnr_per_iteration"
     lists the PSNR of I^(0) ... I^(iterations). `statistics` (a PromptSelectionStatistics) records
     the prompts a CPL model selects for each task. With `tile`, every image is restored in tiles of
-    that size overlapping by `overlap` pixels (pyairir.eval.tiled_restore).
+    that size overlapping by `overlap` pixels (pyairir.eval.tiled_restore). Every image is checked
+    (pyairir.data.check_images) before the first is restored; an image that still fails to load is
+    listed under the task's "failed" and left out of its means.
     """
     run = restorer(model, tile, overlap, iterations=None if iterations is None else 0)
+    check_images(*(d for d in datasets.values() if isinstance(d, RestorationDataset)))  # before any restoration
     model.eval()
     results: dict[str, dict] = {}
     for task, dataset in datasets.items():
         total_psnr = total_ssim = 0.0
         per_iteration = [0.0] * ((iterations or 0) + 1)
+        failed = []
         for index in tqdm(range(len(dataset)), desc=f"eval {task}", disable=not progress, leave=False):
-            sample = dataset[index]
+            try:
+                sample = dataset[index]
+            except (ImageError, ValueError) as error:  # a file that changed since the check: keep going
+                failed.append(str(error))
+                continue
             clean = sample["clean"][None]
             with torch.no_grad():
                 restored = run(sample["degraded"][None]) if iterations is None else None
@@ -58,13 +68,18 @@ def evaluate(model: nn.Module, datasets: dict[str, Dataset], protocol: str = "pr
                 if iterations is not None:
                     iterates = self_refine(model, sample["degraded"][None], iterations, tile, overlap)
                     for t, image in enumerate(iterates):
-                        per_iteration[t] += psnr(image, clean, protocol, y_channel, crop_border).item() / len(dataset)
+                        per_iteration[t] += psnr(image, clean, protocol, y_channel, crop_border).item()
                     restored = iterates[-1]
             total_psnr += psnr(restored, clean, protocol, y_channel, crop_border).item()
             total_ssim += ssim(restored, clean, protocol, y_channel, crop_border).item()
-        results[task] = {"psnr": total_psnr / len(dataset), "ssim": total_ssim / len(dataset), "count": len(dataset)}
+        count = len(dataset) - len(failed)
+        if count == 0:
+            raise ImageError(f"eval {task}: none of the {len(dataset)} images could be read: {failed[0]}")
+        results[task] = {"psnr": total_psnr / count, "ssim": total_ssim / count, "count": count}
         if iterations is not None:
-            results[task]["psnr_per_iteration"] = per_iteration
+            results[task]["psnr_per_iteration"] = [total / count for total in per_iteration]
+        if failed:
+            results[task]["failed"] = failed
     if results:
         tasks = list(results.values())
         results["average"] = {key: sum(r[key] for r in tasks) / len(tasks) for key in ("psnr", "ssim")}

@@ -31,8 +31,16 @@ def _prepare(restored: torch.Tensor, clean: torch.Tensor, protocol: str, y_chann
     restored, clean = _batched(restored).double(), _batched(clean).double()
     if restored.shape != clean.shape:
         raise ValueError(f"restored {tuple(restored.shape)} and clean {tuple(clean.shape)} differ in shape")
+    if isinstance(crop_border, bool) or not isinstance(crop_border, int) or crop_border < 0:
+        raise ValueError(f"crop_border must be an integer of 0 or more, got {crop_border!r}")
     if protocol == "promptir":
+        if crop_border or y_channel:
+            raise ValueError("crop_border and y_channel belong to the basicsr protocol; the promptir protocol "
+                             f"compares whole RGB images, got crop_border={crop_border}, y_channel={y_channel}")
         return restored.clamp(0, 1), clean.clamp(0, 1), 1.0
+    if 2 * crop_border >= min(restored.shape[-2:]):
+        raise ValueError(f"crop_border {crop_border} leaves nothing of a {restored.shape[-2]}x{restored.shape[-1]} "
+                         "image (it must be less than half the shorter side)")
     restored, clean = (x.clamp(0, 1).mul(255).round() for x in (restored, clean))
     if y_channel:
         weights = torch.tensor([65.481, 128.553, 24.966], dtype=torch.float64).view(1, 3, 1, 1)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 import pyairir
 from pyairir._files import write_text_atomic
-from pyairir.data import check_training_images, synthetic_set, training_set
+from pyairir.data import check_images, synthetic_set, training_set
 from pyairir.paradigms import CPL, LUPI, SIPL, AlphaSchedule, PrivilegeLearning, load_vgg
 from pyairir.paradigms.base import l1
 from pyairir.train.config import TrainConfig
@@ -287,7 +287,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     try:
         if resume and not trainer.resume() and trainer.rank == 0:
             print(f"pyairir train: no checkpoint in {config.out}; starting from step 0")
-        check_training_images(trainer.data)
+        check_images(trainer.data)
         if trainer.rank == 0:
             write_text_atomic(trainer.out / "config.json", config.to_json())
         return trainer.fit()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -87,9 +89,10 @@ def test_values_outside_the_range_are_clipped_first(protocol):
 def test_one_value_per_image_of_a_batch(protocol):
     images = [pair(seed, noise=0.02 * (seed + 1)) for seed in (7, 8)]
     restored, clean = (torch.stack(x) for x in zip(*images))
+    basicsr = dict(y_channel=True, crop_border=2) if protocol == "basicsr" else {}
     for metric in (psnr, ssim):
-        batched = metric(restored, clean, protocol, y_channel=protocol == "basicsr", crop_border=2)
-        single = [metric(r, c, protocol, y_channel=protocol == "basicsr", crop_border=2).item() for r, c in images]
+        batched = metric(restored, clean, protocol, **basicsr)
+        single = [metric(r, c, protocol, **basicsr).item() for r, c in images]
         assert batched.shape == (2,) and batched.tolist() == pytest.approx(single, abs=1e-12)
 
 
@@ -102,3 +105,18 @@ def test_ssim_needs_one_window_of_pixels(protocol, window):
         with pytest.raises(ValueError, match=rf"images must be at least {window}x{window}, got \({shape[1]}, "
                                              rf"{shape[2]}\)"):
             ssim(restored, clean, protocol)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(protocol="promptir", crop_border=4), "crop_border and y_channel belong to the basicsr protocol"),
+    (dict(protocol="promptir", y_channel=True), "crop_border and y_channel belong to the basicsr protocol"),
+    (dict(protocol="basicsr", crop_border=-1), "crop_border must be an integer of 0 or more, got -1"),
+    (dict(protocol="basicsr", crop_border=1.5), "crop_border must be an integer of 0 or more, got 1.5"),
+    (dict(protocol="basicsr", crop_border=6), "crop_border 6 leaves nothing of a 12x20 image"),
+])
+def test_crop_border_is_checked_not_ignored(kwargs, message):
+    a, b = torch.rand(3, 12, 20), torch.rand(3, 12, 20)
+    for metric in (psnr, ssim):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            metric(a, b, **kwargs)
+    assert psnr(a, b, protocol="basicsr", crop_border=5).isfinite().all()

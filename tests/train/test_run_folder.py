@@ -189,7 +189,7 @@ def test_training_images_are_checked_before_the_first_step(tmp_path):
     with pytest.raises(ImageError) as error:
         train(c)
     message = str(error.value)
-    assert message.startswith("3 of the 6 training images cannot be used:")
+    assert message.startswith("3 problem(s) with the 6 images:")
     assert "small.png' is 20x40, smaller than the 32x32 training patch" in message
     assert "alpha.png' has an alpha channel" in message and "broken.png' could not be read" in message
     assert not (Path(c.out) / "config.json").exists()

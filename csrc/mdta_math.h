@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "head_operand.h"
+#include "rescale.h"
 
 namespace pyairir {
 namespace mdta_math {
@@ -67,6 +68,19 @@ inline Forward attention_from(const at::Tensor& gram, const at::Tensor& squares,
   const at::Tensor t = temperature.to(gram.scalar_type()).reshape({1, g.heads, 1, 1});
   return {cosine, (cosine * t).softmax(-1).reshape({g.B * g.heads, g.d, g.d}),
           norms.select(1, 0).reshape({g.B, g.C}).clone(), norms.select(1, 1).reshape({g.B, g.C}).clone()};
+}
+
+// Rows of q or k too large for Q K^T or the squared norms (beyond ~1e19 in fp32) are scaled by
+// powers of two (rescale.h), per image and channel: forward, if the Gram matrix or the squared
+// norms are not finite they are recomputed from q * s_q and k * s_k and the saved norms divided
+// back by s; backward, if a saved norm reaches kRescaleNorm it runs on the scaled operands and
+// norms, and dq = s_q dq'.
+inline at::Tensor downscale(const at::Tensor& x) {
+  return power_of_two_scale(x.abs().amax({2, 3}, true), x.scalar_type());  // (B, C, 1, 1)
+}
+
+inline bool all_finite(const at::Tensor& a, const at::Tensor& b) {
+  return at::isfinite(a).all().item<bool>() && at::isfinite(b).all().item<bool>();
 }
 
 inline at::Tensor attention_of(const at::Tensor& cosine, const at::Tensor& temperature, const Geometry& g) {

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include "head_operand.h"
+#include "rescale.h"
 
 namespace pyairir {
 namespace proxy_attention_math {
@@ -16,6 +17,22 @@ struct Geometry {
 };
 
 inline at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+// Tokens of q or k too large for their scores or squared norms are scaled by powers of two
+// (rescale.h), per image, head and token: s (B, C, H, W), constant over each head's d channels.
+// When a norm reaches kRescaleNorm the forward and the backward run on x * s, with norms
+// |x| * s; the saved norms are the true ones, and dx = s dx'.
+inline at::Tensor downscale(const at::Tensor& x, int64_t heads) {
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const at::Tensor largest = x.abs().reshape({B, heads, C / heads, H * W}).amax(2, true);
+  return power_of_two_scale(largest, x.scalar_type()).expand({B, heads, C / heads, H * W}).reshape({B, C, H, W});
+}
+
+// The per-token factors of downscale(x, heads) as the (B, heads, N) norms are laid out.
+inline at::Tensor token_factors(const at::Tensor& s, int64_t heads, at::ScalarType acc) {
+  const int64_t B = s.size(0), C = s.size(1);
+  return s.reshape({B, heads, C / heads, -1}).select(2, 0).to(acc);
+}
 
 // q (B, C, Hq, Wq), k and v (B, C, Hk, Wk): head operands (csrc/head_operand.h) of one dtype and
 // device; temperature: one value per head.

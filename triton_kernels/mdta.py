@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .rescale import needs_rescale, power_of_two_scale
+
 CHUNK = 1024
 NORM_EPS = 1e-12  # F.normalize's eps
 
@@ -132,20 +134,46 @@ def _attention(cosine: torch.Tensor, temperature: torch.Tensor, heads: int) -> t
     return (cosine * temperature.to(cosine.dtype).reshape(1, heads, 1, 1)).softmax(-1).reshape(b * heads, d, d)
 
 
+def _downscale(x: torch.Tensor) -> torch.Tensor:
+    """Per image and channel, the power of two of triton_kernels.rescale: (B, C, 1, 1)."""
+    return power_of_two_scale(x.abs().amax((2, 3), keepdim=True), x.dtype)
+
+
 def forward(q, k, v, temperature, heads):
-    """See pyairir.reference.mdta; returns (out, cosine, q_norm, k_norm) as the C++ op does."""
+    """See pyairir.reference.mdta; returns (out, cosine, q_norm, k_norm) as the C++ op does. If
+    the Gram matrix or the squared norms overflow, they come from rows scaled by powers of two."""
     B, C = q.shape[:2]
     d = C // heads
     gram, squares = _gram(q, k, heads, with_squares=True)
+    scale_q = scale_k = None
+    if not (torch.isfinite(gram).all() and torch.isfinite(squares).all()):
+        scale_q, scale_k = _downscale(q), _downscale(k)
+        gram, squares = _gram(q * scale_q, k * scale_k, heads, with_squares=True)
     norms = squares.sqrt().clamp_min(NORM_EPS)  # (B * heads, 2, d)
     cosine = (gram / norms[:, 0, :, None] / norms[:, 1, None, :]).reshape(B, heads, d, d)
     attention = _attention(cosine, temperature, heads)
     out = _apply(attention, v, heads, _empty_like_layout(q))
-    return out, cosine, norms[:, 0].reshape(B, C).clone(), norms[:, 1].reshape(B, C).clone()
+    q_norm, k_norm = norms[:, 0].reshape(B, C).clone(), norms[:, 1].reshape(B, C).clone()
+    if scale_q is not None:
+        q_norm = q_norm / scale_q.reshape(B, C).to(q_norm.dtype)
+        k_norm = k_norm / scale_k.reshape(B, C).to(k_norm.dtype)
+    return out, cosine, q_norm, k_norm
 
 
 def backward(grad_out, q, k, v, temperature, cosine, q_norm, k_norm, heads):
-    """Gradients w.r.t. (q, k, v, temperature); the formulas of csrc/mdta_math.h."""
+    """Gradients w.r.t. (q, k, v, temperature); the formulas of csrc/mdta_math.h. Huge rows:
+    dq = s dq' from the rows scaled by powers of two."""
+    if needs_rescale(q_norm, k_norm):
+        B, C = q.shape[:2]
+        scale_q, scale_k = _downscale(q), _downscale(k)
+        grads = _backward(grad_out, q * scale_q, k * scale_k, v, temperature, cosine,
+                          q_norm * scale_q.reshape(B, C).to(q_norm.dtype),
+                          k_norm * scale_k.reshape(B, C).to(k_norm.dtype), heads)
+        return grads[0] * scale_q, grads[1] * scale_k, grads[2], grads[3]
+    return _backward(grad_out, q, k, v, temperature, cosine, q_norm, k_norm, heads)
+
+
+def _backward(grad_out, q, k, v, temperature, cosine, q_norm, k_norm, heads):
     B, C = q.shape[:2]
     d = C // heads
     attention = _attention(cosine, temperature, heads)

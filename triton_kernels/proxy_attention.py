@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .rescale import needs_rescale, power_of_two_scale
+
 NORM_EPS = 1e-12  # F.normalize's eps
 
 
@@ -197,11 +199,38 @@ def _norms(x: torch.Tensor, heads: int, acc) -> torch.Tensor:
     return norms
 
 
+def _downscale(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """Per image, head and token, the power of two of triton_kernels.rescale, as x's shape."""
+    B, C, H, W = x.shape
+    largest = x.abs().reshape(B, heads, C // heads, H * W).amax(2, keepdim=True)
+    return power_of_two_scale(largest, x.dtype).expand(B, heads, C // heads, H * W).reshape(B, C, H, W)
+
+
+def _token_factors(scale: torch.Tensor, heads: int, dtype: torch.dtype) -> torch.Tensor:
+    """The factors of _downscale as the (B, heads, N) norms are laid out."""
+    B, C = scale.shape[:2]
+    return scale.reshape(B, heads, C // heads, -1)[:, :, 0].to(dtype)
+
+
 def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, heads: int):
+    """See pyairir.reference.proxy_attention; returns (out, logsumexp, q_norm, k_norm). Tokens
+    too large for their scores or squared norms run scaled by powers of two (rescale.py)."""
+    acc = _acc(q.dtype)
+    q_norm, k_norm = _norms(q, heads, acc), _norms(k, heads, acc)
+    if not needs_rescale(q_norm, k_norm):
+        return _forward(q, k, v, temperature, heads, q_norm, k_norm)
+    scale_q, scale_k = _downscale(q, heads), _downscale(k, heads)
+    q, k = q * scale_q, k * scale_k
+    out, logsumexp, q_norm, k_norm = _forward(q, k, v, temperature, heads, _norms(q, heads, acc),
+                                              _norms(k, heads, acc))
+    return (out, logsumexp, q_norm / _token_factors(scale_q, heads, acc[0]),
+            k_norm / _token_factors(scale_k, heads, acc[0]))
+
+
+def _forward(q, k, v, temperature, heads, q_norm, k_norm):
     B, C, Hq, Wq = q.shape
     d, Nq, Nk = C // heads, Hq * Wq, k.shape[2] * k.shape[3]
     acc = _acc(q.dtype)
-    q_norm, k_norm = _norms(q, heads, acc), _norms(k, heads, acc)
     out = _empty_like_layout(q)
     logsumexp = torch.empty((B, heads, Nq), dtype=acc[0], device=q.device)
     block_m, block_n, block_d = _blocks(d)
@@ -213,6 +242,17 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torc
 
 
 def backward(grad_out, q, k, v, temperature, out, logsumexp, q_norm, k_norm, heads):
+    """Gradients w.r.t. (q, k, v, temperature); huge tokens: dx = s dx' from the scaled tokens."""
+    if not needs_rescale(q_norm, k_norm):
+        return _backward(grad_out, q, k, v, temperature, out, logsumexp, q_norm, k_norm, heads)
+    scale_q, scale_k = _downscale(q, heads), _downscale(k, heads)
+    grads = _backward(grad_out, q * scale_q, k * scale_k, v, temperature, out, logsumexp,
+                      q_norm * _token_factors(scale_q, heads, q_norm.dtype),
+                      k_norm * _token_factors(scale_k, heads, k_norm.dtype), heads)
+    return grads[0] * scale_q, grads[1] * scale_k, grads[2], grads[3]
+
+
+def _backward(grad_out, q, k, v, temperature, out, logsumexp, q_norm, k_norm, heads):
     B, C, Hq, Wq = q.shape
     d, Nq, Nk = C // heads, Hq * Wq, k.shape[2] * k.shape[3]
     acc = _acc(q.dtype)

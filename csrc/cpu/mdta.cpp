@@ -5,7 +5,8 @@
 // The L2 norms are folded into the Gram matrix: Q and K are read once, in
 // chunks of kChunk pixels, for both their Gram matrix and their squared norms;
 // no normalised copy is made. Chunk partials are summed in chunk order, and the
-// chunking depends only on N, so results do not depend on the thread count.
+// chunking depends only on N, so results do not depend on the thread count. Rows too large for
+// Q K^T or the squared norms (beyond ~1e19 in fp32) are rescaled (mdta_math::downscale).
 // The matrix products run as single-threaded GEMMs (at::mm on views of the
 // chunks), one task per (image, head, chunk), in parallel over the tasks.
 //
@@ -93,29 +94,43 @@ at::Tensor sum_chunks(const at::Tensor& partial) {
   return total;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor& q, const at::Tensor& k,
-                                                                const at::Tensor& v, const at::Tensor& temperature,
-                                                                int64_t heads) {
-  const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, "pyairir::mdta");
+// Pass 1: per chunk, the Gram matrix Q K^T and the squared norms of q and k, summed over chunks.
+std::pair<at::Tensor, at::Tensor> gram_and_squares(const at::Tensor& q, const at::Tensor& k, const Geometry& g) {
   const auto acc_options = q.options().dtype(mdta_math::acc_dtype(q.scalar_type()));
-  const Operand oq = operand(q), ok = operand(k), ov = operand(v);
-  // Pass 1: per chunk, the Gram matrix Q K^T and the squared norms of q and k.
-  at::Tensor gram = at::empty({g.B * heads, chunks(g), g.d, g.d}, acc_options);
-  at::Tensor squares = at::empty({g.B * heads, chunks(g), 2, g.d}, acc_options);
+  const Operand oq = operand(q), ok = operand(k);
+  at::Tensor gram = at::empty({g.B * g.heads, chunks(g), g.d, g.d}, acc_options);
+  at::Tensor squares = at::empty({g.B * g.heads, chunks(g), 2, g.d}, acc_options);
   for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
     const at::Tensor qb = block(oq, g.d, b, h, p0, count), kb = block(ok, g.d, b, h, p0, count);
-    mm_into(gram[b * heads + h][chunk], qb, kb.t());
+    mm_into(gram[b * g.heads + h][chunk], qb, kb.t());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "mdta_norms", [&] {
-      acc_type<scalar_t>* out = squares[b * heads + h][chunk].data_ptr<acc_type<scalar_t>>();
+      acc_type<scalar_t>* out = squares[b * g.heads + h][chunk].data_ptr<acc_type<scalar_t>>();
       sum_squares<scalar_t>(qb, out);
       sum_squares<scalar_t>(kb, out + g.d);
     });
   });
-  const mdta_math::Forward f = mdta_math::attention_from(sum_chunks(gram), sum_chunks(squares), temperature, g);
+  return {sum_chunks(gram), sum_chunks(squares)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor& q, const at::Tensor& k,
+                                                                const at::Tensor& v, const at::Tensor& temperature,
+                                                                int64_t heads) {
+  const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, "pyairir::mdta");
+  auto [gram, squares] = gram_and_squares(q, k, g);
+  mdta_math::Forward f;
+  if (mdta_math::all_finite(gram, squares)) {
+    f = mdta_math::attention_from(gram, squares, temperature, g);
+  } else {  // overflowed: the same cosines from rows scaled by powers of two (mdta_math::downscale)
+    const at::Tensor sq = mdta_math::downscale(q), sk = mdta_math::downscale(k);
+    std::tie(gram, squares) = gram_and_squares(q * sq, k * sk, g);
+    f = mdta_math::attention_from(gram, squares, temperature, g);
+    f.q_norm = f.q_norm / sq.reshape({g.B, g.C}).to(f.q_norm.scalar_type());
+    f.k_norm = f.k_norm / sk.reshape({g.B, g.C}).to(f.k_norm.scalar_type());
+  }
   // Pass 2: out = A V, chunk by chunk, into the output's head block (A in the operands' type).
   const at::Tensor weights = f.attention.to(q.scalar_type());
   at::Tensor out = empty_like_layout(q);
-  const Operand oo = operand(out);
+  const Operand oo = operand(out), ov = operand(v);
   for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
     gemm_into(block(oo, g.d, b, h, p0, count), weights[b * heads + h], block(ov, g.d, b, h, p0, count));
   });
@@ -123,14 +138,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor
 }
 
 // dV = A^T dO and dA = dO V^T stream over the pixels; the rest is mdta_math::backward_coefficients.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta_backward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_pixels(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& temperature, const at::Tensor& cosine, const at::Tensor& q_norm, const at::Tensor& k_norm,
-    int64_t heads) {
-  constexpr const char* op = "pyairir::mdta_backward";
-  const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, op);
-  mdta_math::check_operand(grad_out, "grad_out", q, op);
-  mdta_math::check_saved(cosine, q_norm, k_norm, q, g, op);
+    int64_t heads, const Geometry& g) {
   const at::ScalarType dtype = q.scalar_type();
   const at::Tensor attention = mdta_math::attention_of(cosine, temperature, g);
   const Operand og = operand(grad_out), oq = operand(q), ok = operand(k), ov = operand(v);
@@ -157,6 +168,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta_backward(
     gemm_into(block(odk, g.d, b, h, p0, count), dG_k[bh], qb, kb * k_scale[bh]);
   });
   return {grad_q, grad_k, grad_v, c.grad_temperature};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta_backward(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& temperature, const at::Tensor& cosine, const at::Tensor& q_norm, const at::Tensor& k_norm,
+    int64_t heads) {
+  constexpr const char* op = "pyairir::mdta_backward";
+  const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, op);
+  mdta_math::check_operand(grad_out, "grad_out", q, op);
+  mdta_math::check_saved(cosine, q_norm, k_norm, q, g, op);
+  if (!needs_rescale(q_norm, k_norm)) {
+    return backward_pixels(grad_out, q, k, v, temperature, cosine, q_norm, k_norm, heads, g);
+  }
+  // Huge rows: dq = s_q dq' from the scaled operands and norms (mdta_math::downscale).
+  const at::Tensor sq = mdta_math::downscale(q), sk = mdta_math::downscale(k);
+  const at::Tensor sq_acc = sq.reshape({g.B, g.C}).to(q_norm.scalar_type());
+  const at::Tensor sk_acc = sk.reshape({g.B, g.C}).to(k_norm.scalar_type());
+  auto [grad_q, grad_k, grad_v, grad_t] = backward_pixels(grad_out, q * sq, k * sk, v, temperature, cosine,
+                                                          q_norm * sq_acc, k_norm * sk_acc, heads, g);
+  return {grad_q * sq, grad_k * sk, grad_v, grad_t};
 }
 
 }  // namespace

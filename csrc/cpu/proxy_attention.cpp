@@ -10,6 +10,7 @@
 //
 // The backward recomputes the tiles from the saved log-sum-exp, in two passes without atomics:
 // over query blocks for dq and the temperature's gradient, then over key blocks for dk and dv.
+// Tokens too large for their scores or squared norms are rescaled (proxy_attention_math::downscale).
 // With P = softmax, dP = dO V^T, D_i = dO_i . out_i and dS = P (dP - D):
 //   dq_hat_i = t sum_j dS_ij k_hat_j,  dk_hat_j = t sum_i dS_ij q_hat_i,  dv_j = sum_i P_ij dO_i,
 //   dt = sum_ij dS_ij cos_ij,  dx = (dx_hat - x_hat (x_hat . dx_hat)) / |x|  (x_hat = x / |x|).
@@ -159,27 +160,44 @@ void forward_task(const Operand& oq, const Operand& ok, const Operand& ov, const
   block(oo, g.d, b, h, q0, nq).copy_(running.t());
 }
 
+std::tuple<at::Tensor, at::Tensor> attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                          const at::Tensor& temperature, const at::Tensor& q_norm,
+                                          const at::Tensor& k_norm, const Geometry& g) {
+  const at::ScalarType acc = q_norm.scalar_type();
+  const at::Tensor t = temperature.to(acc).reshape({g.heads}).contiguous();
+  at::Tensor out = empty_like_layout(q);
+  at::Tensor logsumexp = at::empty({g.B, g.heads, g.Nq}, q.options().dtype(acc));
+  const Operand oq = operand(q), ok = operand(k), ov = operand(v), oo = operand(out);
+  AT_DISPATCH_FLOATING_TYPES(acc, "proxy_attention", [&] {
+    using A = scalar_t;
+    for_each_block(g, g.Nq, kQueryBlock, [&](int64_t b, int64_t h, int64_t, int64_t q0, int64_t nq) {
+      const int64_t bh = b * g.heads + h;
+      forward_task<A>(oq, ok, ov, oo, g, t.const_data_ptr<A>()[h], q_norm.const_data_ptr<A>() + bh * g.Nq + q0,
+                      k_norm.const_data_ptr<A>() + bh * g.Nk, logsumexp.data_ptr<A>() + bh * g.Nq + q0, b, h, q0,
+                      nq, acc);
+    });
+  });
+  return {out, logsumexp};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> proxy_attention(const at::Tensor& q, const at::Tensor& k,
                                                                            const at::Tensor& v,
                                                                            const at::Tensor& temperature,
                                                                            int64_t heads) {
   const Geometry g = proxy_attention_math::check_arguments(q, k, v, temperature, heads, "pyairir::proxy_attention");
   const at::ScalarType acc = proxy_attention_math::acc_dtype(q.scalar_type());
-  const at::Tensor q_norm = all_norms(q, g, g.Nq, acc), k_norm = all_norms(k, g, g.Nk, acc);
-  const at::Tensor t = temperature.to(acc).reshape({heads}).contiguous();
-  at::Tensor out = empty_like_layout(q);
-  at::Tensor logsumexp = at::empty({g.B, heads, g.Nq}, q.options().dtype(acc));
-  const Operand oq = operand(q), ok = operand(k), ov = operand(v), oo = operand(out);
-  AT_DISPATCH_FLOATING_TYPES(acc, "proxy_attention", [&] {
-    using A = scalar_t;
-    for_each_block(g, g.Nq, kQueryBlock, [&](int64_t b, int64_t h, int64_t, int64_t q0, int64_t nq) {
-      const int64_t bh = b * heads + h;
-      forward_task<A>(oq, ok, ov, oo, g, t.const_data_ptr<A>()[h], q_norm.const_data_ptr<A>() + bh * g.Nq + q0,
-                      k_norm.const_data_ptr<A>() + bh * g.Nk, logsumexp.data_ptr<A>() + bh * g.Nq + q0, b, h, q0,
-                      nq, acc);
-    });
-  });
-  return {out, logsumexp, q_norm, k_norm};
+  at::Tensor q_norm = all_norms(q, g, g.Nq, acc), k_norm = all_norms(k, g, g.Nk, acc);
+  if (!needs_rescale(q_norm, k_norm)) {
+    auto [out, logsumexp] = attend(q, k, v, temperature, q_norm, k_norm, g);
+    return {out, logsumexp, q_norm, k_norm};
+  }
+  // Huge tokens: the same scores from tokens scaled by powers of two (proxy_attention_math::downscale).
+  const at::Tensor sq = proxy_attention_math::downscale(q, heads), sk = proxy_attention_math::downscale(k, heads);
+  const at::Tensor q_scaled = q * sq, k_scaled = k * sk;
+  const at::Tensor qn = all_norms(q_scaled, g, g.Nq, acc), kn = all_norms(k_scaled, g, g.Nk, acc);
+  auto [out, logsumexp] = attend(q_scaled, k_scaled, v, temperature, qn, kn, g);
+  return {out, logsumexp, qn / proxy_attention_math::token_factors(sq, heads, acc),
+          kn / proxy_attention_math::token_factors(sk, heads, acc)};
 }
 
 // dx = (dx_hat - x_hat (x_hat . dx_hat)) / |x| for the rows of dx_hat (count, d), x the (d, count)
@@ -200,13 +218,10 @@ void normalize_backward(at::Tensor& grad, const at::Tensor& x, const A* norms) {
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> proxy_attention_backward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_tokens(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& temperature, const at::Tensor& out, const at::Tensor& logsumexp, const at::Tensor& q_norm,
-    const at::Tensor& k_norm, int64_t heads) {
-  constexpr const char* op = "pyairir::proxy_attention_backward";
-  const Geometry g = proxy_attention_math::check_arguments(q, k, v, temperature, heads, op);
-  proxy_attention_math::check_saved(grad_out, out, logsumexp, q_norm, k_norm, q, g, op);
+    const at::Tensor& k_norm, int64_t heads, const Geometry& g) {
   const at::ScalarType acc = proxy_attention_math::acc_dtype(q.scalar_type());
   const auto options = q.options().dtype(acc);
   const at::Tensor t = temperature.to(acc).reshape({heads}).contiguous();
@@ -317,6 +332,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> proxy_attention_backw
   at::Tensor grad_t = partial_t.select(0, 0).sum(1, false);
   for (int64_t b = 1; b < g.B; ++b) grad_t.add_(partial_t.select(0, b).sum(1, false));
   return {grad_q, grad_k, grad_v, grad_t.to(temperature.scalar_type()).reshape(temperature.sizes())};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> proxy_attention_backward(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& temperature, const at::Tensor& out, const at::Tensor& logsumexp, const at::Tensor& q_norm,
+    const at::Tensor& k_norm, int64_t heads) {
+  constexpr const char* op = "pyairir::proxy_attention_backward";
+  const Geometry g = proxy_attention_math::check_arguments(q, k, v, temperature, heads, op);
+  proxy_attention_math::check_saved(grad_out, out, logsumexp, q_norm, k_norm, q, g, op);
+  if (!needs_rescale(q_norm, k_norm)) {
+    return backward_tokens(grad_out, q, k, v, temperature, out, logsumexp, q_norm, k_norm, heads, g);
+  }
+  // Huge tokens: dx = s dx' from the scaled operands and norms, as the forward ran.
+  const at::ScalarType acc = q_norm.scalar_type();
+  const at::Tensor sq = proxy_attention_math::downscale(q, heads), sk = proxy_attention_math::downscale(k, heads);
+  auto [grad_q, grad_k, grad_v, grad_t] = backward_tokens(
+      grad_out, q * sq, k * sk, v, temperature, out, logsumexp,
+      q_norm * proxy_attention_math::token_factors(sq, heads, acc),
+      k_norm * proxy_attention_math::token_factors(sk, heads, acc), heads, g);
+  return {grad_q * sq, grad_k * sk, grad_v, grad_t};
 }
 
 }  // namespace

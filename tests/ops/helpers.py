@@ -45,6 +45,19 @@ def assert_all_close(got, expected, atol, rtol):
                                    msg=lambda m, i=index: f"result {i} (0 = output, then gradients): {m}")
 
 
+def assert_rows_close(got, expected, rtol, row_dims):
+    """Each got tensor against its expected one, every row (the elements that share the indices
+    outside `row_dims`) within rtol of that row's largest expected value: rows whose magnitudes
+    differ by 1e30 are each held to their own scale. Tensors of fewer dims (the temperature's
+    gradient) are compared as one row."""
+    for index, (g, e) in enumerate(zip(got, expected)):
+        g, e = g.double(), e.double()
+        dims = row_dims if e.dim() == 4 else tuple(range(e.dim()))
+        scale = e.abs().amax(dim=dims, keepdim=True)
+        error = ((g - e).abs() / scale).amax().item()
+        assert error <= rtol, f"result {index} (0 = output, then gradients): error {error:.3g} of its row's scale"
+
+
 def assert_low_precision_rule(fn, reference, tensors, rest, grad_out, dtype=torch.bfloat16):
     """A bf16 (or fp16) kernel's error against the fp32 reference stays within 2x the error of
     the reference itself run in that dtype, plus rounding at the result's scale, for the output

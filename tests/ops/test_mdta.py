@@ -9,8 +9,8 @@ import torch
 
 from pyairir import reference
 from pyairir.ops import mdta
-from tests.ops.helpers import (assert_all_close, assert_low_precision_rule, assert_same_for_any_thread_count,
-                               exact_copy, run)
+from tests.ops.helpers import (assert_all_close, assert_low_precision_rule, assert_rows_close,
+                               assert_same_for_any_thread_count, exact_copy, run)
 
 # (dtype, atol, rtol) against the float64 reference. float64: summation order of the
 # N-pixel Gram and output products (chunked here, one bmm there). float32: the same in
@@ -94,6 +94,25 @@ def test_zero_channel_follows_f_normalize():
     got = run(first(torch.ops.pyairir.mdta), [q, k, v, temperature], (heads,), grad_for(q))
     expected = run(reference.mdta, [q, k, v, temperature], (heads,), grad_for(q))
     assert_all_close(got, expected, 1e-12, 1e-12)
+
+
+@pytest.mark.parametrize("op, case", [("mdta", CASES[-1]), ("mdta", CASES[-2]), ("mdta_triton", TINY[1])],
+                         ids=["cpu-nchw", "cpu-slice_of_channels_last", "triton"])
+@pytest.mark.parametrize("scale", [1e19, 1e30])
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the interpreter, before rescaling
+def test_huge_rows_in_float32(op, case, scale):
+    """Channels of q and k so large that their squared norms and Q K^T overflow float32 (1e19:
+    squares of 1e38 summed over the pixels; 1e30: every product). The reference normalises
+    first, in float64; the kernels rescale those rows by powers of two and must agree, every
+    channel to its own scale, forward and backward."""
+    q, k, v, temperature, heads, _ = case
+    q, k = q.clone(), k.clone()
+    q[:, :3] *= scale
+    k[:, -2:] *= scale
+    tensors = [exact_copy(t, torch.float32) for t in (q, k, v, temperature)]
+    got = run(first(getattr(torch.ops.pyairir, op)), tensors, (heads,), grad_for(q))
+    expected = run(reference.mdta, [t.double() for t in tensors], (heads,), grad_for(q))
+    assert_rows_close(got, expected, 2e-5, row_dims=(2, 3))
 
 
 @pytest.mark.parametrize("case", TINY, ids=[case_id(c) for c in TINY])

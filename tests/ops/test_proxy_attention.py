@@ -7,8 +7,8 @@ import torch
 
 from pyairir import reference
 from pyairir.ops import proxy_attention
-from tests.ops.helpers import (assert_all_close, assert_low_precision_rule, assert_same_for_any_thread_count,
-                               exact_copy, run)
+from tests.ops.helpers import (assert_all_close, assert_low_precision_rule, assert_rows_close,
+                               assert_same_for_any_thread_count, exact_copy, run)
 
 # (dtype, atol, rtol) against float64: float32 GEMMs over d <= 176 channels and sums over up to
 # ~600 keys (the online softmax rescales the running sums once per key block).
@@ -128,6 +128,25 @@ def test_triton_kernel_matches_reference(case, dtype):
     got = run(op, cast(case, dtype), (case[4],), grad_for(case))
     expected = run(reference.proxy_attention, list(case[:4]), (case[4],), grad_for(case))
     assert_all_close(got, expected, *TOLERANCES[dtype])
+
+
+@pytest.mark.parametrize("op, case", [("proxy_attention", CASES[0]), ("proxy_attention", CASES[3]),
+                                     ("proxy_attention_triton", TINY[1])], ids=["cpu-d176", "cpu-d80-cl", "triton"])
+@pytest.mark.parametrize("scale", [1e19, 1e30])
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the interpreter, before rescaling
+def test_huge_tokens_in_float32(op, case, scale):
+    """Tokens of q and k so large that their squared norms and scores overflow float32 (1e19:
+    squares of 1e38 summed over the channels; 1e30: every product). The reference normalises
+    first, in float64; the kernels rescale those tokens by powers of two and must agree, every
+    token to its own scale, forward and backward."""
+    q, k, v, temperature, heads = case
+    q, k = q.clone(), k.clone()
+    q[..., :1, :] *= scale
+    k[..., -1:, :] *= scale
+    tensors = [exact_copy(t, torch.float32) for t in (q, k, v, temperature)]
+    got = run(lambda *args: getattr(torch.ops.pyairir, op)(*args)[0], tensors, (heads,), grad_for(case))
+    expected = run(reference.proxy_attention, [t.double() for t in tensors], (heads,), grad_for(case))
+    assert_rows_close(got, expected, 2e-5, row_dims=(1,))
 
 
 def test_triton_kernel_bfloat16():

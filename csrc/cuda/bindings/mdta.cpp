@@ -53,9 +53,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor
   constexpr const char* op = "pyairir::mdta";
   const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, op);
   const c10::cuda::CUDAGuard guard(q.device());
-  const auto [gram_sum, squares] = gram(q, k, g, true, op);
+  auto [gram_sum, squares] = gram(q, k, g, true, op);
+  if (mdta_math::all_finite(gram_sum, squares)) {
+    const mdta_math::Forward f = mdta_math::attention_from(gram_sum, squares, temperature, g);
+    return {apply(f.attention, v, g, q, at::Tensor(), at::Tensor(), op), f.cosine, f.q_norm, f.k_norm};
+  }
+  // Overflowed: the same cosines from rows scaled by powers of two (mdta_math::downscale).
+  const at::Tensor sq = mdta_math::downscale(q), sk = mdta_math::downscale(k);
+  std::tie(gram_sum, squares) = gram(q * sq, k * sk, g, true, op);
   const mdta_math::Forward f = mdta_math::attention_from(gram_sum, squares, temperature, g);
-  return {apply(f.attention, v, g, q, at::Tensor(), at::Tensor(), op), f.cosine, f.q_norm, f.k_norm};
+  return {apply(f.attention, v, g, q, at::Tensor(), at::Tensor(), op), f.cosine,
+          f.q_norm / sq.reshape({g.B, g.C}).to(f.q_norm.scalar_type()),
+          f.k_norm / sk.reshape({g.B, g.C}).to(f.k_norm.scalar_type())};
+}
+
+// dV = A^T dO, dA = dO V^T, then dQ = dG K + diag(d|q| / |q|) Q and dK likewise.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_pixels(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& temperature, const at::Tensor& cosine, const at::Tensor& q_norm, const at::Tensor& k_norm,
+    const Geometry& g, const char* op) {
+  const at::Tensor attention = mdta_math::attention_of(cosine, temperature, g);
+  const at::Tensor grad_v = apply(attention.transpose(1, 2), grad_out, g, q, at::Tensor(), at::Tensor(), op);
+  const at::Tensor grad_attention = gram(grad_out, v, g, false, op).first;
+  const mdta_math::Backward c =
+      mdta_math::backward_coefficients(grad_attention, attention, cosine, q_norm, k_norm, temperature, g);
+  const at::Tensor grad_q = apply(c.grad_q_gram, k, g, q, q, c.grad_q_scale, op);
+  const at::Tensor grad_k = apply(c.grad_k_gram, q, g, q, k, c.grad_k_scale, op);
+  return {grad_q, grad_k, grad_v, c.grad_temperature};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta_backward(
@@ -67,14 +91,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta_backward(
   mdta_math::check_operand(grad_out, "grad_out", q, op);
   mdta_math::check_saved(cosine, q_norm, k_norm, q, g, op);
   const c10::cuda::CUDAGuard guard(q.device());
-  const at::Tensor attention = mdta_math::attention_of(cosine, temperature, g);
-  const at::Tensor grad_v = apply(attention.transpose(1, 2), grad_out, g, q, at::Tensor(), at::Tensor(), op);
-  const at::Tensor grad_attention = gram(grad_out, v, g, false, op).first;
-  const mdta_math::Backward c =
-      mdta_math::backward_coefficients(grad_attention, attention, cosine, q_norm, k_norm, temperature, g);
-  const at::Tensor grad_q = apply(c.grad_q_gram, k, g, q, q, c.grad_q_scale, op);
-  const at::Tensor grad_k = apply(c.grad_k_gram, q, g, q, k, c.grad_k_scale, op);
-  return {grad_q, grad_k, grad_v, c.grad_temperature};
+  if (!needs_rescale(q_norm, k_norm)) {
+    return backward_pixels(grad_out, q, k, v, temperature, cosine, q_norm, k_norm, g, op);
+  }
+  // Huge rows: dq = s_q dq' from the scaled operands and norms (mdta_math::downscale).
+  const at::Tensor sq = mdta_math::downscale(q), sk = mdta_math::downscale(k);
+  auto [grad_q, grad_k, grad_v, grad_t] =
+      backward_pixels(grad_out, q * sq, k * sk, v, temperature, cosine,
+                      q_norm * sq.reshape({g.B, g.C}).to(q_norm.scalar_type()),
+                      k_norm * sk.reshape({g.B, g.C}).to(k_norm.scalar_type()), g, op);
+  return {grad_q * sq, grad_k * sk, grad_v, grad_t};
 }
 
 }  // namespace

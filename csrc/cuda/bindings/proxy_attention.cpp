@@ -30,6 +30,24 @@ at::Tensor norms(const at::Tensor& x, const Geometry& g, int64_t n, at::ScalarTy
   return result;
 }
 
+// out and the log-sum-exp of the scores, given the operands' norms.
+std::tuple<at::Tensor, at::Tensor> attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                          const at::Tensor& temperature, const at::Tensor& q_norm,
+                                          const at::Tensor& k_norm, const Geometry& g, const char* op) {
+  const at::ScalarType acc = q_norm.scalar_type();
+  const at::Tensor t = temperature.to(acc).reshape({g.heads}).contiguous();
+  at::Tensor out = empty_like_layout(q);
+  at::Tensor logsumexp = at::empty({g.B, g.heads, g.Nq}, q.options().dtype(acc));
+  cuda::check_launch(
+      cuda::proxy_attention_forward(cuda::dtype_of(q), q.const_data_ptr(), strides(q), k.const_data_ptr(), strides(k),
+                                    v.const_data_ptr(), strides(v), t.const_data_ptr(), q_norm.const_data_ptr(),
+                                    k_norm.const_data_ptr(), out.mutable_data_ptr(), strides(out),
+                                    logsumexp.mutable_data_ptr(), heads_of(g),
+                                    c10::cuda::getCurrentCUDAStream().stream()),
+      op);
+  return {out, logsumexp};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> proxy_attention(const at::Tensor& q, const at::Tensor& k,
                                                                            const at::Tensor& v,
                                                                            const at::Tensor& temperature,
@@ -40,30 +58,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> proxy_attention(const
   const c10::cuda::CUDAGuard guard(q.device());
   const at::ScalarType acc = proxy_attention_math::acc_dtype(q.scalar_type());
   const at::Tensor q_norm = norms(q, g, g.Nq, acc, op), k_norm = norms(k, g, g.Nk, acc, op);
-  const at::Tensor t = temperature.to(acc).reshape({heads}).contiguous();
-  at::Tensor out = empty_like_layout(q);
-  at::Tensor logsumexp = at::empty({g.B, heads, g.Nq}, q.options().dtype(acc));
-  cuda::check_launch(
-      cuda::proxy_attention_forward(cuda::dtype_of(q), q.const_data_ptr(), strides(q), k.const_data_ptr(), strides(k),
-                                    v.const_data_ptr(), strides(v), t.const_data_ptr(), q_norm.const_data_ptr(),
-                                    k_norm.const_data_ptr(), out.mutable_data_ptr(), strides(out),
-                                    logsumexp.mutable_data_ptr(), heads_of(g),
-                                    c10::cuda::getCurrentCUDAStream().stream()),
-      op);
-  return {out, logsumexp, q_norm, k_norm};
+  if (!needs_rescale(q_norm, k_norm)) {
+    auto [out, logsumexp] = attend(q, k, v, temperature, q_norm, k_norm, g, op);
+    return {out, logsumexp, q_norm, k_norm};
+  }
+  // Huge tokens: the same scores from tokens scaled by powers of two (proxy_attention_math::downscale).
+  const at::Tensor sq = proxy_attention_math::downscale(q, heads), sk = proxy_attention_math::downscale(k, heads);
+  const at::Tensor q_scaled = q * sq, k_scaled = k * sk;
+  const at::Tensor qn = norms(q_scaled, g, g.Nq, acc, op), kn = norms(k_scaled, g, g.Nk, acc, op);
+  auto [out, logsumexp] = attend(q_scaled, k_scaled, v, temperature, qn, kn, g, op);
+  return {out, logsumexp, qn / proxy_attention_math::token_factors(sq, heads, acc),
+          kn / proxy_attention_math::token_factors(sk, heads, acc)};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> proxy_attention_backward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_tokens(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& temperature, const at::Tensor& out, const at::Tensor& logsumexp, const at::Tensor& q_norm,
-    const at::Tensor& k_norm, int64_t heads) {
-  constexpr const char* op = "pyairir::proxy_attention_backward";
-  const Geometry g = proxy_attention_math::check_arguments(q, k, v, temperature, heads, op);
-  proxy_attention_math::check_saved(grad_out, out, logsumexp, q_norm, k_norm, q, g, op);
-  check_head_channels(g, op);
-  const c10::cuda::CUDAGuard guard(q.device());
+    const at::Tensor& k_norm, const Geometry& g, const char* op) {
+  const int64_t heads = g.heads;
+  const at::ScalarType acc = q_norm.scalar_type();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  const at::ScalarType acc = proxy_attention_math::acc_dtype(q.scalar_type());
   const at::Tensor t = temperature.to(acc).reshape({heads}).contiguous();
   at::Tensor grad_q = empty_like_layout(q), grad_k = empty_like_layout(k), grad_v = empty_like_layout(v);
   at::Tensor delta = at::empty({g.B, heads, g.Nq}, logsumexp.options());
@@ -84,6 +98,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> proxy_attention_backw
                      op);
   const at::Tensor grad_t = partial_t.sum(2).sum(0);  // over the queries, then the images
   return {grad_q, grad_k, grad_v, grad_t.to(temperature.scalar_type()).reshape(temperature.sizes())};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> proxy_attention_backward(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& temperature, const at::Tensor& out, const at::Tensor& logsumexp, const at::Tensor& q_norm,
+    const at::Tensor& k_norm, int64_t heads) {
+  constexpr const char* op = "pyairir::proxy_attention_backward";
+  const Geometry g = proxy_attention_math::check_arguments(q, k, v, temperature, heads, op);
+  proxy_attention_math::check_saved(grad_out, out, logsumexp, q_norm, k_norm, q, g, op);
+  check_head_channels(g, op);
+  const c10::cuda::CUDAGuard guard(q.device());
+  if (!needs_rescale(q_norm, k_norm)) {
+    return backward_tokens(grad_out, q, k, v, temperature, out, logsumexp, q_norm, k_norm, g, op);
+  }
+  // Huge tokens: dx = s dx' from the scaled tokens and norms, as the forward ran.
+  const at::ScalarType acc = q_norm.scalar_type();
+  const at::Tensor sq = proxy_attention_math::downscale(q, heads), sk = proxy_attention_math::downscale(k, heads);
+  auto [grad_q, grad_k, grad_v, grad_t] = backward_tokens(
+      grad_out, q * sq, k * sk, v, temperature, out, logsumexp,
+      q_norm * proxy_attention_math::token_factors(sq, heads, acc),
+      k_norm * proxy_attention_math::token_factors(sk, heads, acc), g, op);
+  return {grad_q * sq, grad_k * sk, grad_v, grad_t};
 }
 
 }  // namespace

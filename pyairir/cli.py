@@ -125,21 +125,35 @@ def _outputs(inputs: list[Path], out: str, overwrite: bool) -> list[Path]:
     return outputs
 
 
+def _bytes(count: int) -> str:
+    return f"{count / 2 ** 30:.1f} GiB" if count >= 2 ** 30 else f"{count / 2 ** 20:.0f} MiB"
+
+
 def command_restore(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from pyairir.data.io import ImageError, icc_profile, read_image, write_image
     from pyairir.eval.evaluate import restorer
+    from pyairir.eval.memory import available_bytes, plan_tile
+    from pyairir.models.checks import size_multiple
 
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output, args.overwrite)
-    run = restorer(_model(args), args.tile, args.overlap, args.iterations, progress=True)
+    model = _model(args)
+    run = restorer(model, args.tile, args.overlap, args.iterations, progress=True)
     failures = 0
     for source, target in tqdm(list(zip(inputs, outputs)), desc="restore", unit="image", disable=len(inputs) < 2):
         try:
             image = read_image(source)
+            tile, needed = (None, 0) if args.tile else plan_tile(model, *image.shape[-2:], size_multiple(model),
+                                                                 args.overlap)
+            if tile:
+                print(f"pyairir restore: {source}: untiled it needs about {_bytes(needed)}, more than the "
+                      f"{_bytes(available_bytes() or 0)} available: restoring in tiles of {tile} (--tile chooses "
+                      "another size)", file=sys.stderr)
             with torch.no_grad():
-                restored = run(image[None])[0]
+                restored = (restorer(model, tile, args.overlap, args.iterations, progress=True) if tile else run)(
+                    image[None])[0]
             if not torch.isfinite(restored).all():
                 raise ImageError("the model's output is not finite (NaN or Inf): its weights are broken; "
                                  "nothing written")

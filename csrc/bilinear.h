@@ -1,6 +1,8 @@
 // Bilinear resizing with align_corners=False, as torch.nn.functional.interpolate computes it:
 // output index d maps to source coordinate max(0, (d + 0.5) * in / out - 0.5), interpolated
-// between its floor i0 and i1 = min(i0 + 1, in - 1) with weights (1 - l, l). Host and device.
+// between its floor i0 and i1 = min(i0 + 1, in - 1) with weights (1 - l, l); i1 = i0 when l = 0, so
+// that, as interpolate copies a same-size image, a neighbour of weight 0 is never read (a NaN there
+// stays there). Host and device.
 #pragma once
 
 #include <cstdint>
@@ -26,8 +28,8 @@ PYAIRIR_HOST_DEVICE inline BilinearTap<A> bilinear_tap(int64_t d, int64_t in, in
   A src = scale * (A(d) + A(0.5)) - A(0.5);
   if (src < A(0)) src = A(0);
   const int64_t i0 = int64_t(src);
-  const int64_t i1 = i0 < in - 1 ? i0 + 1 : i0;
   const A l1 = src - A(i0);
+  const int64_t i1 = i0 < in - 1 && l1 > A(0) ? i0 + 1 : i0;  // a tap of weight 0 reads nothing
   return {i0, i1, A(1) - l1, l1};
 }
 

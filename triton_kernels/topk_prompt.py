@@ -28,8 +28,8 @@ def _taps(size_in: int, size_out: int, dtype: torch.dtype, device: torch.device)
     d = torch.arange(size_out, device=device, dtype=dtype)
     src = ((d + 0.5) * (size_in / size_out) - 0.5).clamp_min(0)
     i0 = src.to(torch.int64)
-    i1 = torch.where(i0 < size_in - 1, i0 + 1, i0)
     l1 = src - i0.to(dtype)
+    i1 = torch.where((i0 < size_in - 1) & (l1 > 0), i0 + 1, i0)
     return i0, i1, 1 - l1, l1
 
 

@@ -12,7 +12,7 @@ import torch
 from pyairir import reference
 from pyairir._validation import check_image, check_like
 from pyairir.ops import backend, registration
-from pyairir.ops.layout import check_dense, dense_like
+from pyairir.ops.layout import check_dense, dense_like, densified
 
 OP = "pyairir::film_gelu"
 
@@ -29,8 +29,9 @@ def check_inputs(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> No
 
 
 def film_gelu(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """GELU(gamma ⊙ x + beta): x (B, C, H, W) dense NCHW or channels_last, gamma and beta (B, C).
+    """GELU(gamma ⊙ x + beta): x (B, C, H, W) (dense NCHW or channels_last; other strides are copied to NCHW), gamma and beta (B, C).
     Returns (B, C, H, W) in x's layout; differentiable in all three (LUPI Eq. 2)."""
+    x = densified(x)
     check_inputs(x, gamma, beta)
     return registration.run("film_gelu", backend.implementation(x), reference.film_gelu, x, gamma.contiguous(),
                             beta.contiguous())

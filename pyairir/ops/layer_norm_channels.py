@@ -15,7 +15,7 @@ import torch
 from pyairir import reference
 from pyairir._validation import check_channel_vector, check_image
 from pyairir.ops import backend, registration
-from pyairir.ops.layout import check_dense, dense_like
+from pyairir.ops.layout import check_dense, dense_like, densified
 
 OP = "pyairir::layer_norm_channels"
 
@@ -37,11 +37,13 @@ def layer_norm_channels(
     eps: float = 1e-5,
     subtract_mean: bool = True,
 ) -> torch.Tensor:
-    """Channel LayerNorm of x (B, C, H, W), dense NCHW or channels_last; returns (B, C, H, W) in x's layout.
+    """Channel LayerNorm of x (B, C, H, W), dense NCHW or channels_last (other strides are copied
+    to NCHW); returns (B, C, H, W) in x's layout.
 
     subtract_mean=True is Restormer's WithBias_LayerNorm, False its BiasFree_LayerNorm
     (see pyairir.reference.layer_norm_channels for the formula). Differentiable in x, weight, bias.
     """
+    x = densified(x)
     check_inputs(x, weight, bias, eps)
     return registration.run("layer_norm_channels", backend.implementation(x), reference.layer_norm_channels,
                             x, weight, bias, eps, subtract_mean)

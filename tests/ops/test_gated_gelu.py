@@ -130,8 +130,15 @@ X = torch.randn(1, 4, 3, 3)
     (X, torch.randn(4, 1, 3, 3).double(), None, "dw_weight must have the dtype"),
     (X, None, torch.zeros(4), "dw_bias given without dw_weight"),
     (X, torch.randn(4, 1, 3, 3), torch.zeros(3), r"dw_bias must have shape"),
-    (X[:, :, :, :2], None, None, "x must be contiguous in NCHW or channels_last"),
 ])
 def test_bad_input_is_a_clear_error(entry, x, weight, bias, message):
     with pytest.raises((ValueError, RuntimeError), match=message):
         entry(x, weight, bias, True)
+
+
+def test_other_strides_are_copied_by_the_python_entry_and_refused_by_the_op():
+    for strided in (torch.randn(1, 4, 3, 5)[:, :, :, 1:4], X[:1].expand(2, 4, 3, 3)):
+        expected = reference.gated_gelu(strided.contiguous(), None, None, True)
+        torch.testing.assert_close(gated_gelu(strided), expected)
+        with pytest.raises(RuntimeError, match="x must be contiguous in NCHW or channels_last"):
+            torch.ops.pyairir.gated_gelu(strided, None, None, True)

@@ -135,6 +135,7 @@ def write_config(tmp_path: Path, out: str, steps: int) -> Path:
     return path
 
 
+@pytest.mark.multiprocess
 def test_killed_run_resumes_bit_for_bit(tmp_path):
     steps = 300
     reference = run_cli([str(write_config(tmp_path, "reference", steps))])
@@ -157,6 +158,7 @@ def test_killed_run_resumes_bit_for_bit(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.multiprocess
 def test_two_process_ddp_matches_one_process(tmp_path):
     steps = 4
     single = run_cli([str(write_config(tmp_path, "single", steps))])

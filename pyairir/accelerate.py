@@ -14,6 +14,8 @@ the same function with fused kernels, holding the very same parameter tensors:
     PromptGenBlock        prompt_param (1, n, C, s, s), linear_layer, conv3x3  pyairir.nn.PromptGenBlock
     CrossAttention_       temperature, q/kv 1x1 + 3x3 dw, project_out (SIPL)  pyairir.nn.CrossAttention
       RestormerV2
+    Chanel_Cross_         the same, heads in `num_head` (AdaIR)              pyairir.nn.Chanel_Cross_Attention
+      Attention
 
 A module whose name matches but whose structure does not is left alone and
 reported as skipped, with the reason. Look-alikes with other names (e.g. SIPL's
@@ -29,7 +31,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from pyairir.nn import GDFN, MDTA, LayerNorm, LayerNorm2d, NAFBlock, PromptGenBlock, set_fast
+from pyairir.nn import GDFN, MDTA, Chanel_Cross_Attention, LayerNorm, LayerNorm2d, NAFBlock, PromptGenBlock, set_fast
 from pyairir.nn.proxy_fusion import CrossAttention
 from pyairir.nn.fast import is_pyairir as _is_pyairir
 
@@ -137,9 +139,10 @@ def _attention(module: nn.Module) -> nn.Module:
     return replacement
 
 
-def _cross_attention(module: nn.Module) -> nn.Module:
-    heads = getattr(module, "num_heads", None)
-    _expect(isinstance(heads, int), "no int `num_heads` attribute")
+def _cross_attention(module: nn.Module, heads_attribute: str = "num_heads",
+                     cls: type[nn.Module] = CrossAttention) -> nn.Module:
+    heads = getattr(module, heads_attribute, None)
+    _expect(isinstance(heads, int), f"no int `{heads_attribute}` attribute")
     temperature = _parameter(module, "temperature", (heads, 1, 1))
     project_out = _conv(module, "project_out", None, 1)
     dim = project_out.out_channels
@@ -148,7 +151,7 @@ def _cross_attention(module: nn.Module) -> nn.Module:
     q_dwconv = _conv(module, "q_dwconv", dim, 3, depthwise=True)
     kv_dwconv = _conv(module, "kv_dwconv", 2 * dim, 3, depthwise=True)
     _expect(project_out.in_channels == dim and dim % heads == 0, "channels do not split into heads")
-    replacement = _new(CrossAttention, dim, heads, project_out.bias is not None, fast=True)
+    replacement = _new(cls, dim, heads, project_out.bias is not None, fast=True)
     replacement.temperature, replacement.q, replacement.q_dwconv = temperature, q, q_dwconv
     replacement.kv, replacement.kv_dwconv, replacement.project_out = kv, kv_dwconv, project_out
     return replacement
@@ -217,6 +220,7 @@ RECOGNISERS: dict[str, Callable[[nn.Module], nn.Module | None]] = {
     "NAFBlock": _naf_block,
     "PromptGenBlock": _prompt_gen_block,
     "CrossAttention_RestormerV2": _cross_attention,
+    "Chanel_Cross_Attention": lambda module: _cross_attention(module, "num_head", Chanel_Cross_Attention),
 }
 
 

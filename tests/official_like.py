@@ -439,3 +439,124 @@ class NAFNet(nn.Module):
         for decoder, up, skip in zip(self.decoders, self.ups, skips[::-1]):
             x = decoder(up(x) + skip)
         return (self.ending(x) + inp)[:, :, :h, :w]
+
+
+class Chanel_Cross_Attention(nn.Module):  # noqa: N801
+    """AdaIR's channel (transposed) attention of x's queries over y's keys and values."""
+
+    def __init__(self, dim, num_head, bias):
+        super().__init__()
+        self.num_head = num_head
+        self.temperature = nn.Parameter(torch.ones(num_head, 1, 1))
+        self.q = nn.Conv2d(dim, dim, 1, bias=bias)
+        self.q_dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=bias)
+        self.kv = nn.Conv2d(dim, dim * 2, 1, bias=bias)
+        self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, 3, padding=1, groups=dim * 2, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+
+    def forward(self, x, y):
+        b, c, h, w = x.shape
+        q = self.q_dwconv(self.q(x))
+        k, v = self.kv_dwconv(self.kv(y)).chunk(2, dim=1)
+        q, k, v = (t.reshape(b, self.num_head, c // self.num_head, h * w) for t in (q, k, v))
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
+        return self.project_out((attn @ v).reshape(b, c, h, w))
+
+
+class SpatialGate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.spatial = nn.Conv2d(2, 1, 7, padding=3, bias=False)
+
+    def forward(self, x):
+        return torch.sigmoid(self.spatial(torch.cat([torch.max(x, 1, keepdim=True)[0], x.mean(1, keepdim=True)], 1)))
+
+
+class ChannelGate(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.avg, self.max = nn.AdaptiveAvgPool2d(1), nn.AdaptiveMaxPool2d(1)
+        self.mlp = nn.Sequential(nn.Conv2d(dim, dim // 16, 1, bias=False), nn.ReLU(),
+                                 nn.Conv2d(dim // 16, dim, 1, bias=False))
+
+    def forward(self, x):
+        return torch.sigmoid(self.mlp(self.avg(x)) + self.mlp(self.max(x)))
+
+
+class FreRefine(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.SpatialGate, self.ChannelGate = SpatialGate(), ChannelGate(dim)  # noqa: N815
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, low, high):
+        return self.proj(low * self.SpatialGate(high) + high * self.ChannelGate(low))
+
+
+class FreModule(nn.Module):
+    """The band split as the official code cuts it: a mask sliced per sample, spectrum shifted."""
+
+    def __init__(self, dim, num_heads, bias, in_dim=3):
+        super().__init__()
+        self.conv = nn.Conv2d(in_dim, dim, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_dim, dim, 3, padding=1, bias=False)
+        self.score_gen = nn.Conv2d(2, 2, 7, padding=3)
+        self.para1 = nn.Parameter(torch.zeros(dim, 1, 1))
+        self.para2 = nn.Parameter(torch.ones(dim, 1, 1))
+        self.channel_cross_l = Chanel_Cross_Attention(dim, num_heads, bias)
+        self.channel_cross_h = Chanel_Cross_Attention(dim, num_heads, bias)
+        self.channel_cross_agg = Chanel_Cross_Attention(dim, num_heads, bias)
+        self.frequency_refine = FreRefine(dim)
+        self.rate_conv = nn.Sequential(nn.Conv2d(dim, dim // 8, 1, bias=False), nn.GELU(),
+                                       nn.Conv2d(dim // 8, 2, 1, bias=False))
+
+    def forward(self, x, y):
+        x = F.interpolate(x, y.shape[-2:], mode="bilinear")
+        x = self.conv1(x)
+        h, w = x.shape[-2:]
+        rate = self.rate_conv(F.adaptive_avg_pool2d(x, 1)).sigmoid()
+        mask = torch.zeros_like(x)
+        for i in range(x.shape[0]):
+            dh, dw = int(h // 128 * rate[i, 0]), int(w // 128 * rate[i, 1])
+            mask[i, :, h // 2 - dh: h // 2 + dh, w // 2 - dw: w // 2 + dw] = 1
+        spectrum = torch.roll(torch.fft.fft2(x, norm="forward"), (h // 2, w // 2), (2, 3))
+
+        def band(m):
+            return torch.fft.ifft2(torch.roll(spectrum * m, (-(h // 2), -(w // 2)), (2, 3)), norm="forward").abs()
+
+        high = self.channel_cross_l(band(1 - mask), y)
+        low = self.channel_cross_h(band(mask), y)
+        out = self.channel_cross_agg(y, self.frequency_refine(low, high))
+        return out * self.para1 + y * self.para2
+
+
+class AdaIR(Restormer):
+    """Restormer's layers with a FreModule after the latent and decoder levels 3 and 2."""
+
+    def __init__(self, inp_channels=3, out_channels=3, dim=48, num_blocks=(4, 6, 6, 8), num_refinement_blocks=4,
+                 heads=(1, 2, 4, 8), ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias",  # noqa: N803
+                 decoder=True):
+        super().__init__(inp_channels, out_channels, dim, num_blocks, num_refinement_blocks, heads,
+                         ffn_expansion_factor, bias, LayerNorm_type)
+        self.decoder = decoder
+        if decoder:
+            self.fre1 = FreModule(dim * 8, heads[2], bias)
+            self.fre2 = FreModule(dim * 4, heads[2], bias)
+            self.fre3 = FreModule(dim * 2, heads[2], bias)
+            order = ["patch_embed", "fre1", "fre2", "fre3"]  # the official registration order
+            self._modules = {name: self._modules[name] for name in order + [n for n in self._modules
+                                                                             if n not in order]}
+
+    def forward(self, inp_img):
+        out_enc_level1 = self.encoder_level1(self.patch_embed(inp_img))
+        out_enc_level2 = self.encoder_level2(self.down1_2(out_enc_level1))
+        out_enc_level3 = self.encoder_level3(self.down2_3(out_enc_level2))
+        x = self.latent(self.down3_4(out_enc_level3))
+        x = self.fre1(inp_img, x) if self.decoder else x
+        x = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(x), out_enc_level3], 1)))
+        x = self.fre2(inp_img, x) if self.decoder else x
+        x = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(x), out_enc_level2], 1)))
+        x = self.fre3(inp_img, x) if self.decoder else x
+        x = self.refinement(self.decoder_level1(torch.cat([self.up2_1(x), out_enc_level1], 1)))
+        return self.output(x) + inp_img

@@ -74,6 +74,8 @@ WHOLE = {  # official-structure models (tests/official_like.py) and what acceler
              {"LayerNorm": 40, "MDTA": 11, "GDFN": 11, "PromptGenBlock": 3, "CrossAttention": 6}),  # + 6 cross blocks
     "nafnet": (lambda: official_like.NAFNet(width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1]),
                {"NAFBlock": 5}),
+    "adair": (lambda: official_like.AdaIR(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
+              {"LayerNorm": 16, "MDTA": 8, "GDFN": 8, "Chanel_Cross_Attention": 9}),  # 3 per FreModule
 }
 
 

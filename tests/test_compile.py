@@ -37,6 +37,7 @@ def lupi() -> tuple[torch.nn.Module, tuple]:
 MODELS = {
     "restormer": lambda: (fast_backbone("restormer"), ()),
     "promptir": lambda: (fast_backbone("promptir"), ()),
+    "adair": lambda: (fast_backbone("adair"), ()),
     "nafnet_sidd_w32": lambda: (fast_backbone("nafnet_sidd_w32"), ()),
     "sipl": sipl,
     "cpl": lambda: (set_fast(CPL(backbone("promptir"))), ()),

@@ -21,8 +21,13 @@ FULL = {
     "promptir": (official_like.PromptIR, {}),
     "nafnet_sidd_w32": (official_like.NAFNet, dict(width=32, middle_blk_num=12, enc_blk_nums=[2, 2, 4, 8],
                                                    dec_blk_nums=[2, 2, 2, 2])),
+    "nafnet_sidd_w64": (official_like.NAFNet, dict(width=64, middle_blk_num=12, enc_blk_nums=[2, 2, 4, 8],
+                                                   dec_blk_nums=[2, 2, 2, 2])),
+    "nafnet_gopro_w32": (official_like.NAFNet, dict(width=32, middle_blk_num=1, enc_blk_nums=[1, 1, 1, 28],
+                                                    dec_blk_nums=[1, 1, 1, 1])),
     "nafnet_gopro_w64": (official_like.NAFNet, dict(width=64, middle_blk_num=1, enc_blk_nums=[1, 1, 1, 28],
                                                     dec_blk_nums=[1, 1, 1, 1])),
+    "adair": (official_like.AdaIR, {}),
 }
 TINY = {
     "restormer_tiny": (official_like.Restormer, dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)),
@@ -32,6 +37,7 @@ TINY = {
                                                                 num_refinement_blocks=1, dual_pixel_task=True)),
     "promptir_shallow": (official_like.PromptIR, dict(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)),
     "nafnet_tiny": (official_like.NAFNet, dict(width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1])),
+    "adair_tiny": (official_like.AdaIR, dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)),
 }
 
 

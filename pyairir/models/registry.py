@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from pyairir.models.adair import AdaIR
 from pyairir.models.nafnet import NAFNet, NAFNetLocal
 from pyairir.models.promptir import PromptIR
 from pyairir.models.restormer import Restormer
@@ -20,6 +21,7 @@ CONFIGS: dict[str, tuple[type[nn.Module], dict[str, Any], str]] = {
     "restormer": (Restormer, {}, "restormer_arch.py defaults (deraining, motion/defocus deblurring)"),
     "restormer_biasfree": (Restormer, {"LayerNorm_type": "BiasFree"}, "Restormer Gaussian denoising options"),
     "promptir": (PromptIR, {"decoder": True}, "PromptIR train.py/test.py: PromptIR(decoder=True)"),
+    "adair": (AdaIR, {"decoder": True}, "AdaIR train.py/test.py: AdaIR(decoder=True)"),
     "nafnet_sidd_w32": (NAFNet, {"width": 32, **_NAFNET_SIDD}, "NAFNet options/test/SIDD/NAFNet-width32.yml"),
     "nafnet_sidd_w64": (NAFNet, {"width": 64, **_NAFNET_SIDD}, "NAFNet options/test/SIDD/NAFNet-width64.yml"),
     "nafnet_gopro_w32": (NAFNetLocal, {"width": 32, **_NAFNET_GOPRO},

@@ -2,6 +2,7 @@
 
 from pyairir.nn.degradation import DegradationAwareBlock, DegradationPredictor, PrivilegedEstimator
 from pyairir.nn.fast import set_fast
+from pyairir.nn.frequency import ChannelGate, Chanel_Cross_Attention, FreModule, FreRefine, SpatialGate
 from pyairir.nn.gdfn import GDFN, FeedForward
 from pyairir.nn.layer_norm import BiasFreeLayerNorm, LayerNorm, LayerNorm2d, WithBiasLayerNorm
 from pyairir.nn.local_avg_pool import LocalAvgPool2d
@@ -14,8 +15,8 @@ from pyairir.nn.sparse_prompt import SparsePromptModule
 from pyairir.nn.transformer_block import TransformerBlock
 
 __all__ = [
-    "Attention", "BiasFreeLayerNorm", "CrossAttention", "DegradationAwareBlock", "DegradationPredictor",
-    "Downsample", "DualGateFeedForward", "FeedForward", "GDFN", "LayerNorm", "LayerNorm2d", "LocalAvgPool2d",
+    "Attention", "BiasFreeLayerNorm", "Chanel_Cross_Attention", "ChannelGate", "CrossAttention", "DegradationAwareBlock", "DegradationPredictor",
+    "Downsample", "DualGateFeedForward", "FeedForward", "FreModule", "FreRefine", "GDFN", "LayerNorm", "LayerNorm2d", "LocalAvgPool2d",
     "MDTA", "NAFBlock", "OverlapPatchEmbed", "PrivilegedEstimator", "PromptGenBlock", "ProxyFusionBlock",
-    "SimpleGate", "SparsePromptModule", "TransformerBlock", "Upsample", "WithBiasLayerNorm", "set_fast",
+    "SimpleGate", "SparsePromptModule", "SpatialGate", "TransformerBlock", "Upsample", "WithBiasLayerNorm", "set_fast",
 ]

@@ -147,6 +147,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 128 crops, linear warmup 15 of 150 epochs then cosine to 0.
     "promptir": dict(model="promptir", lr=2e-4, weight_decay=0.01, betas=(0.9, 0.999), batch_size=32,
                      patch_size=128, warmup_fraction=0.1),
+    # AdaIR train.py/options.py: the same as PromptIR (AdamW lr 2e-4, L1, batch 8 x 4 GPUs, 128 crops,
+    # 15 warmup epochs of 150); its cosine runs over 180 epochs, so it stops at 8 % of lr where
+    # this one reaches min_lr 0 at `steps`.
+    "adair": dict(model="adair", lr=2e-4, weight_decay=0.01, betas=(0.9, 0.999), batch_size=32, patch_size=128,
+                  warmup_fraction=0.1),
     # Restormer options: AdamW lr 3e-4, wd 1e-4, cosine to 1e-6, gradient clipping at 0.01.
     "restormer": dict(model="restormer", lr=3e-4, min_lr=1e-6, weight_decay=1e-4, betas=(0.9, 0.999),
                       grad_clip=0.01, batch_size=8, patch_size=128),
@@ -157,7 +162,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def from_preset(name: str, **overrides: Any) -> TrainConfig:
-    """A TrainConfig from a paper's preset (promptir, restormer, nafnet), with overrides."""
+    """A TrainConfig from a paper's preset (promptir, adair, restormer, nafnet), with overrides."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
     settings = {**PRESETS[name], **overrides}

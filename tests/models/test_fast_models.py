@@ -22,7 +22,7 @@ def pair(name: str):
     return eager, fast
 
 
-@pytest.mark.parametrize("name", ["restormer", "promptir", "nafnet_sidd_w32", "nafnet_gopro_w32"])
+@pytest.mark.parametrize("name", ["restormer", "promptir", "adair", "nafnet_sidd_w32", "nafnet_gopro_w32"])
 def test_fast_model_equals_eager_float64(name):
     eager, fast = pair(name)
     x = torch.rand(2, 3, 32, 32, dtype=torch.float64)

@@ -2,9 +2,10 @@
 
 data/official_state_dicts.json lists, per registered configuration, the
 state_dict keys and shapes of the official class (Restormer @df766d5,
-PromptIR @106159a, NAFNet @2b4af71) in order. data/official_outputs.safetensors
-holds, per tiny configuration below, an input and the official class's output
-in float64, both classes filled by tests/models/deterministic_weights.py.
+PromptIR @106159a, NAFNet @2b4af71, AdaIR @ccb8b98) in order. data/official_outputs.safetensors
+holds, per case of tests/models/official_cases.py, an input and the official class's output
+in float64, both classes filled by tests/models/deterministic_weights.py. Both files are made by
+scripts/official_fixtures.py from the official repositories.
 """
 
 from __future__ import annotations
@@ -17,26 +18,20 @@ import torch
 from safetensors.torch import load_file
 
 import pyairir
-from pyairir.models import NAFNet, NAFNetLocal, PromptIR, Restormer
+from pyairir.models import AdaIR, NAFNet, NAFNetLocal, PromptIR, Restormer
 from pyairir.models.complexity import count_registered
 from tests.models.deterministic_weights import fill_deterministic
+from tests.models.official_cases import CASES, NOT_OFFICIAL
 
 DATA = Path(__file__).parent / "data"
 MANIFEST = json.loads((DATA / "official_state_dicts.json").read_text())
 
-# The configurations the official outputs were computed for.
-TINY = {
-    "restormer_tiny": (Restormer, dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)),
-    "restormer_biasfree_tiny": (Restormer, dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1,
-                                                LayerNorm_type="BiasFree")),
-    "restormer_dual_pixel_tiny": (Restormer, dict(inp_channels=6, dim=8, num_blocks=[1, 1, 1, 1],
-                                                  num_refinement_blocks=1, dual_pixel_task=True)),
-    # PromptIR's official channel counts only work at dim=48: the shallowest official model.
-    "promptir_shallow": (PromptIR, dict(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, decoder=True)),
-    "nafnet_tiny": (NAFNet, dict(width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1])),
-    "nafnetlocal_tiny": (NAFNetLocal, dict(width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1],
-                                           train_size=(1, 3, 16, 16))),
-}
+CLASSES = {cls.__name__: cls for cls in (AdaIR, NAFNet, NAFNetLocal, PromptIR, Restormer)}
+
+
+def test_every_registered_configuration_has_an_official_manifest():
+    """scripts/official_fixtures.py makes one for each; a configuration added without one fails here."""
+    assert sorted(MANIFEST) == sorted(set(pyairir.list_models()) - set(NOT_OFFICIAL))
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))
@@ -52,6 +47,7 @@ def test_state_dict_keys_and_shapes_are_official(name):
 @pytest.mark.parametrize("name, params, table_params_m, table_gmacs", [
     ("restormer", 26_126_644, 26.13, 154.88),
     ("promptir", 35_592_263, 35.59, 172.71),
+    ("adair", 28_784_824, 28.78, None),
     ("nafnet_sidd_w32", 29_159_715, None, None),
     ("nafnet_sidd_w64", 115_982_915, None, None),
     ("nafnet_gopro_w32", 17_111_907, None, None),
@@ -62,14 +58,24 @@ def test_counts(name, params, table_params_m, table_gmacs):
     assert counted_params == params
     if table_params_m is not None:
         assert round(counted_params / 1e6, 2) == table_params_m
+    if table_gmacs is not None:
         assert round(macs / 1e9, 2) == table_gmacs
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+def test_adair_macs_against_lupi_table_5():
+    """LUPI Table 5 lists AdaIR at 161.76 G; counted here 161.75 G. FlopCounterMode counts the
+    convolutions and matrix products; neither count includes AdaIR's six FFTs per FreModule
+    (about 0.27 G multiply-adds at 256x256 by 5 N log2 N), and the 0.01 G left over is of the size
+    of the elementwise gates and pools, which some counters add."""
+    _, macs = count_registered("adair", 256)
+    assert round(macs / 1e9, 2) == 161.75
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_output_equals_official(name):
-    cls, arguments = TINY[name]
+    class_name, arguments, _ = CASES[name]
     expected = load_file(DATA / "official_outputs.safetensors")
-    model = fill_deterministic(cls(**arguments).double()).eval()
+    model = fill_deterministic(CLASSES[class_name](**arguments).double()).eval()
     with torch.no_grad():
         out = model(expected[f"{name}.input"])
     reference = expected[f"{name}.output"]

@@ -9,6 +9,7 @@ import pyairir
 TINY = {
     "restormer": dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
     "promptir": dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
+    "adair": dict(dim=16, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
     "nafnet_sidd_w32": dict(width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1]),
 }
 BACKBONES = sorted(TINY)

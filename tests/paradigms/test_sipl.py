@@ -79,6 +79,13 @@ def test_counts_against_table_9():
     assert 185e9 < macs < 200e9, macs / 1e9
 
 
+def test_sipl_adair_has_the_official_parameter_count():
+    """Aitical/SIPL's AdaIR_ProxyFusion (basicsr/archs/adair_arch.py) has 33,436,419 parameters."""
+    with torch.device("meta"):
+        model = SIPL(pyairir.create_model("adair"))
+    assert sum(p.numel() for p in model.parameters()) == 33_436_419
+
+
 @pytest.mark.parametrize("name", BACKBONES)
 def test_trains_on_every_backbone(name):
     losses = train(SIPL(backbone(name), train_size=32))  # small dictionaries: tiny backbones, fast tests

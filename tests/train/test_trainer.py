@@ -173,3 +173,15 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     b = load_file(tmp_path / "ddp" / f"checkpoint-{steps}" / "model.safetensors")
     for key in a:  # the same global batches; only the order of floating-point sums differs
         torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_adair_preset_trains(tmp_path):
+    """The adair preset (AdaIR's train.py settings) with a tiny AdaIR: two steps, a checkpoint."""
+    from pyairir.train.config import from_preset
+
+    c = from_preset("adair", model_args={"dim": 16, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1},
+                    data=str(photos(tmp_path / "photos")), benchmark="synthetic", patch_size=32, batch_size=2,
+                    steps=2, checkpoint_every=2, out=str(tmp_path / "run"), progress=False)
+    assert (c.model, c.lr, c.weight_decay, c.warmup_steps) == ("adair", 2e-4, 0.01, 0)
+    train(c)
+    assert (tmp_path / "run" / "latest").read_text() == "checkpoint-2"

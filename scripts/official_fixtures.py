@@ -1,0 +1,128 @@
+"""Regenerates the backbone fixtures the tests compare pyairir with, from the official code.
+
+    pip install einops
+    python scripts/official_fixtures.py --official DIR [--check]
+
+DIR holds the official repositories as cloned (no install, nothing of them is copied here):
+    DIR/Restormer  github.com/swz30/Restormer              (fixtures made at df766d5)
+    DIR/PromptIR   github.com/va1shn9v/PromptIR            (106159a)
+    DIR/NAFNet     github.com/megvii-research/NAFNet       (2b4af71)
+    DIR/AdaIR      github.com/c-yn/AdaIR                   (ccb8b98)
+
+Writes tests/models/data/official_state_dicts.json (for every registered configuration, the
+state_dict keys and shapes of the official class built with the same arguments, on the meta
+device) and tests/models/data/official_outputs.safetensors (for each case of
+tests/models/official_cases.py, its input and the official class's float64 output, weights from
+tests/models/deterministic_weights.py). With --check nothing is written: the files are
+regenerated in memory and compared with the committed ones (tensors within 1e-12 of their largest
+value, as the tests compare), and the exit status says whether they match. The paradigm fixtures (SIPL, CPLIR) under tests/paradigms/data are not made here yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import sys
+import types
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pyairir.models.registry import CONFIGS  # noqa: E402
+from tests.models.deterministic_weights import fill_deterministic  # noqa: E402
+from tests.models.official_cases import CASES, INPUT_SEED, NOT_OFFICIAL  # noqa: E402
+
+DATA = ROOT / "tests" / "models" / "data"
+
+
+def load_path(name: str, path: Path) -> types.ModuleType:
+    if not path.is_file():
+        raise SystemExit(f"official_fixtures: {path} does not exist; --official must hold the cloned repositories")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def official_classes(official: Path) -> dict[str, type[torch.nn.Module]]:
+    """pyairir class name -> the official class, each architecture file loaded by path."""
+    # NAFNet's files import basicsr's package, which needs its whole training stack: give them the
+    # two names they use instead.
+    for package in ("basicsr", "basicsr.models", "basicsr.models.archs"):
+        sys.modules.setdefault(package, types.ModuleType(package))
+    utils = types.ModuleType("basicsr.utils")
+    utils.get_root_logger = logging.getLogger
+    sys.modules["basicsr.utils"] = utils
+    archs = official / "NAFNet" / "basicsr" / "models" / "archs"
+    load_path("basicsr.models.archs.arch_util", archs / "arch_util.py")
+    load_path("basicsr.models.archs.local_arch", archs / "local_arch.py")
+    nafnet = load_path("official_nafnet", archs / "NAFNet_arch.py")
+    restormer = load_path("official_restormer", official / "Restormer" / "basicsr" / "models" / "archs" /
+                          "restormer_arch.py")
+    promptir = load_path("official_promptir", official / "PromptIR" / "net" / "model.py")
+    adair = load_path("official_adair", official / "AdaIR" / "net" / "model.py")
+    return {"Restormer": restormer.Restormer, "PromptIR": promptir.PromptIR, "NAFNet": nafnet.NAFNet,
+            "NAFNetLocal": nafnet.NAFNetLocal, "AdaIR": adair.AdaIR}
+
+
+def manifests(classes: dict[str, type[torch.nn.Module]]) -> dict[str, list]:
+    result = {}
+    for name, (cls, arguments, _) in CONFIGS.items():
+        if name in NOT_OFFICIAL:
+            continue
+        with torch.device("meta"):
+            model = classes[cls.__name__](**arguments)
+        result[name] = [[k, list(v.shape)] for k, v in model.state_dict().items()]
+    return result
+
+
+def outputs(classes: dict[str, type[torch.nn.Module]]) -> dict[str, torch.Tensor]:
+    result = {}
+    for name, (class_name, arguments, shape) in CASES.items():
+        model = fill_deterministic(classes[class_name](**arguments).double()).eval()
+        image = torch.rand(shape, generator=torch.Generator().manual_seed(INPUT_SEED), dtype=torch.float64)
+        with torch.no_grad():
+            result[f"{name}.input"], result[f"{name}.output"] = image, model(image).contiguous()
+        print(f"{name}: {class_name}{tuple(shape)}")
+    return result
+
+
+def close(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Equal within the tests' tolerance (1e-12 of the largest value): float64 sums may be ordered
+    differently on another machine or thread count."""
+    if a is None or b is None or a.shape != b.shape:
+        return False
+    return bool((a - b).abs().max() <= 1e-12 * b.abs().max())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--official", required=True, type=Path, help="folder holding the official repositories")
+    parser.add_argument("--check", action="store_true", help="compare with the committed fixtures, write nothing")
+    args = parser.parse_args()
+    classes = official_classes(args.official)
+    keys, tensors = manifests(classes), outputs(classes)
+    if args.check:
+        committed_keys = json.loads((DATA / "official_state_dicts.json").read_text())
+        committed = load_file(DATA / "official_outputs.safetensors")
+        problems = [f"manifest {n}" for n in keys.keys() | committed_keys.keys() if keys.get(n) != committed_keys.get(n)]
+        problems += [f"tensor {n}" for n in tensors.keys() | committed.keys() if not close(tensors.get(n), committed.get(n))]
+        print("fixtures match the official code" if not problems else "differ: " + ", ".join(sorted(problems)))
+        return 1 if problems else 0
+    (DATA / "official_state_dicts.json").write_text(
+        "{\n" + ",\n".join(f"  {json.dumps(name)}: {json.dumps(entries)}" for name, entries in keys.items()) + "\n}\n")
+    save_file(tensors, DATA / "official_outputs.safetensors")
+    print(f"wrote {DATA / 'official_state_dicts.json'} ({len(keys)} configurations) and "
+          f"{DATA / 'official_outputs.safetensors'} ({len(CASES)} cases)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,7 @@ DIR holds the official repositories as cloned (no install, nothing of them is co
     DIR/PromptIR   github.com/va1shn9v/PromptIR            (106159a)
     DIR/NAFNet     github.com/megvii-research/NAFNet       (2b4af71)
     DIR/AdaIR      github.com/c-yn/AdaIR                   (ccb8b98)
+    DIR/SIPL       github.com/Aitical/SIPL                 (bd8b7ad)
 
 Writes tests/models/data/official_state_dicts.json (for every registered configuration, the
 state_dict keys and shapes of the official class built with the same arguments, on the meta
@@ -15,7 +16,9 @@ device) and tests/models/data/official_outputs.safetensors (for each case of
 tests/models/official_cases.py, its input and the official class's float64 output, weights from
 tests/models/deterministic_weights.py). With --check nothing is written: the files are
 regenerated in memory and compared with the committed ones (tensors within 1e-12 of their largest
-value, as the tests compare), and the exit status says whether they match. The paradigm fixtures (SIPL, CPLIR) under tests/paradigms/data are not made here yet.
+value, as the tests compare), and the exit status says whether they match. In tests/paradigms/data it makes SIPL's entries (the keys of PromptIR_ProxyFusion and
+AdaIR_ProxyFusion, and their outputs at the shallowest configuration, with and without privileged
+features); the CPLIR entries there are not made here yet and are kept as they are.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from tests.models.deterministic_weights import fill_deterministic  # noqa: E402
 from tests.models.official_cases import CASES, INPUT_SEED, NOT_OFFICIAL  # noqa: E402
 
 DATA = ROOT / "tests" / "models" / "data"
+PARADIGM_DATA = ROOT / "tests" / "paradigms" / "data"
+SHALLOW = dict(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)  # SIPL's dictionaries fix dim at 48
+PRIVILEGED_SEED = 2
 
 
 def load_path(name: str, path: Path) -> types.ModuleType:
@@ -70,6 +76,56 @@ def official_classes(official: Path) -> dict[str, type[torch.nn.Module]]:
     adair = load_path("official_adair", official / "AdaIR" / "net" / "model.py")
     return {"Restormer": restormer.Restormer, "PromptIR": promptir.PromptIR, "NAFNet": nafnet.NAFNet,
             "NAFNetLocal": nafnet.NAFNetLocal, "AdaIR": adair.AdaIR}
+
+
+def sipl_classes(official: Path) -> dict[str, type[torch.nn.Module]]:
+    """backbone name -> SIPL's official class. Its module_util imports `uclsr` (NAFNet's LayerNorm2d)
+    and `clip` (unused by these classes), and its files import basicsr's registry: stand-ins for those."""
+    for package in ("basicsr.archs", "uclsr", "uclsr.archs", "clip"):
+        sys.modules.setdefault(package, types.ModuleType(package))
+    sys.modules["uclsr.archs.arch_util"] = sys.modules["basicsr.models.archs.arch_util"]
+    sys.modules["basicsr.archs.arch_util"] = sys.modules["basicsr.models.archs.arch_util"]
+    registry = types.ModuleType("basicsr.utils.registry")
+    registry.ARCH_REGISTRY = types.SimpleNamespace(register=lambda *args: (lambda cls: cls))
+    sys.modules["basicsr.utils.registry"] = registry
+    archs = official / "SIPL" / "basicsr" / "archs"
+    load_path("basicsr.archs.module_util", archs / "module_util.py")
+    found = {}
+    for backbone, file, name in (("promptir", "PromptIR_CyclyePrivilege_arch.py", "PromptIR_ProxyFusion"),
+                                 ("adair", "adair_arch.py", "AdaIR_ProxyFusion")):
+        source = (archs / file).read_text().replace("from .module_util", "from basicsr.archs.module_util")
+        module = types.ModuleType(f"official_sipl_{backbone}")
+        module.__file__ = str(archs / file)
+        exec(compile(source, str(archs / file), "exec"), module.__dict__)  # noqa: S102 (the official file)
+        found[backbone] = getattr(module, name)
+    return found
+
+
+def sipl_fixtures(classes: dict[str, type[torch.nn.Module]]) -> tuple[dict[str, list], dict[str, torch.Tensor]]:
+    """SIPL's manifests (sipl_<backbone>) and shallow outputs (sipl[_adair]_guided / _unguided), on
+    `input` and privileged features from `privileged_image` (the official return_feature)."""
+    image = torch.rand((1, 3, 32, 32), generator=torch.Generator().manual_seed(INPUT_SEED), dtype=torch.float64)
+    privileged = torch.rand((1, 3, 32, 32), generator=torch.Generator().manual_seed(PRIVILEGED_SEED),
+                            dtype=torch.float64)
+    keys, tensors = {}, {"input": image, "privileged_image": privileged}
+    for backbone, cls in classes.items():
+        extra = {"decoder": True} if backbone == "promptir" else {}
+        with torch.device("meta"):
+            keys[f"sipl_{backbone}"] = [[k, list(v.shape)] for k, v in cls(**extra).state_dict().items()]
+        model = fill_deterministic(cls(**SHALLOW, **extra).double()).eval()
+        prefix = "sipl" if backbone == "promptir" else f"sipl_{backbone}"
+        with torch.no_grad():
+            features = model(privileged, return_feature=True)
+            tensors[f"{prefix}_unguided"] = model(image, return_feature=False)
+            tensors[f"{prefix}_guided"] = model(image, privileged_features=features, privileged_weights=[1, 1, 1],
+                                                return_feature=False)
+        print(f"sipl_{backbone}: {cls.__name__}")
+    return keys, tensors
+
+
+def write_manifest(path: Path, keys: dict[str, list]) -> None:
+    path.write_text("{\n" + ",\n".join(f"  {json.dumps(name)}: {json.dumps(entries)}" for name, entries in keys.items())
+                    + "\n}\n")
 
 
 def manifests(classes: dict[str, type[torch.nn.Module]]) -> dict[str, list]:
@@ -108,20 +164,28 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="compare with the committed fixtures, write nothing")
     args = parser.parse_args()
     classes = official_classes(args.official)
-    keys, tensors = manifests(classes), outputs(classes)
+    sipl_keys, sipl_tensors = sipl_fixtures(sipl_classes(args.official))
+    folders = {DATA: (manifests(classes), outputs(classes)), PARADIGM_DATA: (sipl_keys, sipl_tensors)}
+    problems = []
+    for folder, (keys, tensors) in folders.items():
+        committed_keys = json.loads((folder / "official_state_dicts.json").read_text())
+        committed = load_file(folder / "official_outputs.safetensors")
+        if folder == PARADIGM_DATA:  # entries made elsewhere (CPLIR) are kept
+            keys = {**committed_keys, **keys}
+            tensors = {**committed, **tensors}
+        if args.check:
+            problems += [f"{folder.parent.name} manifest {n}" for n in keys.keys() | committed_keys.keys()
+                         if keys.get(n) != committed_keys.get(n)]
+            problems += [f"{folder.parent.name} tensor {n}" for n in tensors.keys() | committed.keys()
+                         if not close(tensors.get(n), committed.get(n))]
+            continue
+        write_manifest(folder / "official_state_dicts.json", keys)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "official_outputs.safetensors")
+        print(f"wrote {folder / 'official_state_dicts.json'} ({len(keys)} configurations) and "
+              f"{folder / 'official_outputs.safetensors'} ({len(tensors)} tensors)")
     if args.check:
-        committed_keys = json.loads((DATA / "official_state_dicts.json").read_text())
-        committed = load_file(DATA / "official_outputs.safetensors")
-        problems = [f"manifest {n}" for n in keys.keys() | committed_keys.keys() if keys.get(n) != committed_keys.get(n)]
-        problems += [f"tensor {n}" for n in tensors.keys() | committed.keys() if not close(tensors.get(n), committed.get(n))]
         print("fixtures match the official code" if not problems else "differ: " + ", ".join(sorted(problems)))
-        return 1 if problems else 0
-    (DATA / "official_state_dicts.json").write_text(
-        "{\n" + ",\n".join(f"  {json.dumps(name)}: {json.dumps(entries)}" for name, entries in keys.items()) + "\n}\n")
-    save_file(tensors, DATA / "official_outputs.safetensors")
-    print(f"wrote {DATA / 'official_state_dicts.json'} ({len(keys)} configurations) and "
-          f"{DATA / 'official_outputs.safetensors'} ({len(CASES)} cases)")
-    return 0
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

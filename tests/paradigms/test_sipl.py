@@ -31,13 +31,15 @@ def test_state_dict_is_the_official_one():
     assert sum(p.numel() for p in model.parameters()) == 40_028_562
 
 
-def test_official_checkpoint_file_loads_strict(tmp_path):
+@pytest.mark.parametrize("backbone", ["promptir", "adair"])
+def test_official_checkpoint_file_loads_strict(tmp_path, backbone):
     """A BasicSR file ({'params': ...}, what SIPL's code saves) with exactly the official keys and
-    shapes (the manifest, not our model) loads with load_checkpoint into SIPL(PromptIR)."""
-    official = {name: deterministic_value(name, torch.Size(shape)).float() for name, shape in MANIFEST["sipl_promptir"]}
+    shapes (the manifest, not our model) loads with load_checkpoint into SIPL(PromptIR or AdaIR)."""
+    official = {name: deterministic_value(name, torch.Size(shape)).float()
+                for name, shape in MANIFEST[f"sipl_{backbone}"]}
     path = tmp_path / "sipl.pth"
     torch.save({"params": official}, path)
-    model = pyairir.load_checkpoint(SIPL(pyairir.create_model("promptir")), path)
+    model = pyairir.load_checkpoint(SIPL(pyairir.create_model(backbone)), path)
     state = model.state_dict()
     assert set(state) == set(official)
     assert all(torch.equal(state[k], v) for k, v in official.items())
@@ -55,17 +57,26 @@ def test_loaded_checkpoint_gives_the_official_output(tmp_path):
     torch.testing.assert_close(out, reference, atol=1e-12 * reference.abs().max().item(), rtol=1e-12)
 
 
+def test_sipl_adair_state_dict_is_the_official_one():
+    """The keys and shapes of Aitical/SIPL's AdaIR_ProxyFusion (in another order: loading does not care)."""
+    with torch.device("meta"):
+        model = SIPL(pyairir.create_model("adair"))
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == dict(MANIFEST["sipl_adair"])
+
+
+@pytest.mark.parametrize("backbone", ["promptir", "adair"])
 @pytest.mark.parametrize("guided", [False, True], ids=["unguided", "guided"])
-def test_outputs_equal_official(guided):
+def test_outputs_equal_official(guided, backbone):
     expected = load_file(DATA / "official_outputs.safetensors")
-    model = fill_deterministic(SIPL(pyairir.create_model("promptir", **SHALLOW)).double()).eval()
+    model = fill_deterministic(SIPL(pyairir.create_model(backbone, **SHALLOW)).double()).eval()
     with torch.no_grad():
         privileged = None
         if guided:  # the official privileged features: the encoder features of another image
             levels = model.backbone.encode(expected["privileged_image"]).levels
             privileged = {stage: levels[stage] for stage in model.stages}
         out = model(expected["input"], privileged)
-    reference = expected["sipl_guided" if guided else "sipl_unguided"]
+    prefix = "sipl" if backbone == "promptir" else f"sipl_{backbone}"
+    reference = expected[f"{prefix}_guided" if guided else f"{prefix}_unguided"]
     torch.testing.assert_close(out, reference, atol=1e-12 * reference.abs().max().item(), rtol=1e-12)
 
 
@@ -135,10 +146,11 @@ def test_random_proxy_blends_each_sample_with_the_dictionary():
         torch.testing.assert_close(model(degraded), unguided)
 
 
+@pytest.mark.parametrize("name", ["restormer", "adair"])
 @pytest.mark.parametrize("loop", ["paper", "official"])
 @pytest.mark.parametrize("iterations", [0, 1, 3])
-def test_restore_returns_every_iterate(loop, iterations):
-    model = SIPL(backbone("restormer")).eval()
+def test_restore_returns_every_iterate(loop, iterations, name):
+    model = SIPL(backbone(name)).eval()
     degraded, _ = batch()
     images = model.restore(degraded, iterations=iterations, loop=loop)
     assert len(images) == iterations + 1

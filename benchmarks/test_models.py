@@ -23,10 +23,12 @@ SIZE = 256
 OFFICIAL = {
     "promptir": official_like.PromptIR,
     "restormer": official_like.Restormer,
+    "adair": official_like.AdaIR,
     "nafnet_sidd_w32": lambda: official_like.NAFNet(width=32, middle_blk_num=12, enc_blk_nums=[2, 2, 4, 8],
                                                     dec_blk_nums=[2, 2, 2, 2]),
 }
-GROUP = {"promptir": "promptir inference", "restormer": "restormer inference", "nafnet_sidd_w32": "nafnet inference"}
+GROUP = {"promptir": "promptir inference", "restormer": "restormer inference", "adair": "adair inference",
+         "nafnet_sidd_w32": "nafnet inference"}
 PEERS = ["onnxruntime fp32", "openvino fp32", "openvino bf16"]
 VARIANTS = ["official eager fp32", "fast fp32", "accelerate fp32", "compile fp32", "compile fp32 freezing",
             "official eager bf16 autocast", "compile bf16 autocast", "compile bf16", "compile bf16 freezing",
@@ -97,6 +99,15 @@ def test_inference(measure, name, variant):
     fn = inference(name, variant)
     with torch.no_grad():
         measure(GROUP[name], variant, fn, rounds=5)
+
+
+@pytest.mark.parametrize("variant", ["official eager fp32", "fast fp32", "accelerate fp32", "compile fp32",
+                                     "official eager bf16 autocast", "compile bf16", "fast bf16"])
+def test_adair_inference(measure, variant):
+    """AdaIR (no ONNX peers: pyairir.export_onnx refuses AdaIR for now, its FFT band split does not export)."""
+    fn = inference("adair", variant)
+    with torch.no_grad():
+        measure(GROUP["adair"], variant, fn, rounds=5)
 
 
 @pytest.mark.parametrize("variant", ["official eager fp32", "fast fp32", "accelerate fp32", "compile fp32", *PEERS])

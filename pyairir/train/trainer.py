@@ -189,8 +189,7 @@ class Trainer:
         c = self.config
         self.scheduler.base_lrs = [c.lr for _ in self.optimizer.param_groups]
         for group in self.optimizer.param_groups:
-            group.update(initial_lr=c.lr, lr=c.lr * lr_factor(self.step, c), betas=c.betas,
-                         weight_decay=c.weight_decay)
+            group.update(lr=c.lr * lr_factor(self.step, c), betas=c.betas, weight_decay=c.weight_decay)
         self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     # ---------------------------------------------------------------- training

@@ -74,6 +74,27 @@ def test_stage2_loss_has_the_alignment_term():
     assert losses["loss"].item() == pytest.approx((losses["l1"] + model.align_weight * losses["kl"]).item(), rel=1e-5)
 
 
+def test_alignment_is_the_batch_mean_kl_of_the_softmaxes():
+    """KL(softmax(d_T) || softmax(d_S)) summed over the prior, averaged over the batch, by hand;
+    the default weight is the paper's 1."""
+    model = lupi("restormer")
+    student, teacher = torch.randn(3, 32, dtype=torch.float64), torch.randn(3, 32, dtype=torch.float64)
+    p, q = teacher.softmax(1), student.softmax(1)
+    expected = (p * (p.log() - q.log())).sum(1).mean()
+    assert model.alignment(student, teacher).item() == pytest.approx(expected.item(), rel=1e-12)
+    assert LUPI(backbone("restormer")).align_weight == 1.0
+
+
+def test_stage1_loss_and_train_mode():
+    model = lupi("restormer")
+    losses = model.training_loss(*batch())
+    assert set(losses) == {"loss", "l1"} and losses["l1"].item() == losses["loss"].item()
+    model.eval()
+    assert model.train() is model and model.training
+    model.begin_stage2()
+    assert not any(p.requires_grad for p in model.teacher.parameters())  # the teacher is frozen
+
+
 def test_alignment_is_zero_for_equal_priors_and_positive_otherwise():
     model = lupi("restormer")
     prior = torch.randn(2, 32)

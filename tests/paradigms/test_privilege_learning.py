@@ -17,6 +17,8 @@ def test_schedules_decrease_from_start_to_zero(kind):
     assert values[100] == pytest.approx(0.0) and values[130] == pytest.approx(0.0)
     assert all(a >= b for a, b in zip(values, values[1:]))
     assert schedule(50) == pytest.approx({"linear": 0.4, "cosine": 0.4, "step": 0.4}[kind])
+    # where the three kinds differ: 0.8 (1 - 0.3), 0.8 (1 + cos 0.3 pi) / 2, 0.8 (1 - 1/4)
+    assert schedule(30) == pytest.approx({"linear": 0.56, "cosine": 0.635114, "step": 0.6}[kind], abs=1e-6)
 
 
 def test_step_schedule_drops_in_equal_steps():
@@ -27,6 +29,13 @@ def test_step_schedule_drops_in_equal_steps():
 def test_bad_schedule():
     with pytest.raises(ValueError, match="kind must be linear, cosine or step"):
         AlphaSchedule("exponential")
+    for total_steps, start, drops in [(0, 1.0, 4), (10, -0.1, 4), (10, 1.5, 4), (10, 1.0, 0)]:
+        with pytest.raises(ValueError) as error:
+            AlphaSchedule("step", total_steps=total_steps, start=start, drops=drops)
+        assert str(error.value) == ("AlphaSchedule: total_steps and drops must be positive and start in [0, 1], got "
+                                    f"{total_steps}, {drops}, {start}")
+    for total_steps, start, drops in [(1, 0.0, 1), (1, 1.0, 1)]:  # the edges are allowed
+        AlphaSchedule("step", total_steps=total_steps, start=start, drops=drops)
 
 
 def test_blend_uses_the_clean_image_only_while_training():

@@ -4,6 +4,7 @@ resumes that refuse what would mix two runs (issue 13, items 1-3 and 13)."""
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 import pyairir.train.run_folder as run_folder
 from pyairir.cli import main
@@ -143,28 +145,54 @@ def test_resume_refuses_when_no_checkpoint_is_usable(tmp_path):
 def test_resume_refuses_another_model_or_fewer_steps(tmp_path):
     c = config(tmp_path)
     train(c)
+    folder = Path(c.out) / "checkpoint-6"
     other = config(tmp_path, model_args={**c.model_args, "width": 16})
     with pytest.raises(ValueError, match=r"cannot resume .*checkpoint-6' under another model: model_args was "
                                          r"\{.*'width': 8.*\}, the config says \{.*'width': 16"):
         train(other, resume=True)
-    with pytest.raises(ValueError, match="cannot resume .* under another model: paradigm was 'none', the config "
-                                         "says 'pl'"):
-        train(config(tmp_path, paradigm="pl"), resume=True)
-    with pytest.raises(ValueError, match="it is at step 6, past steps=4; set steps above 6"):
+    with pytest.raises(ValueError) as error:
+        train(config(tmp_path, paradigm="pl", paradigm_args={"levels": ["latent"]}), resume=True)
+    assert str(error.value) == (f"cannot resume {str(folder)!r} under another model: paradigm was 'none', the config "
+                                "says 'pl'; paradigm_args was {}, the config says {'levels': ['latent']}; set them "
+                                "back, or train into a new out folder")
+    with pytest.raises(ValueError) as error:
         train(config(tmp_path, steps=4), resume=True)
+    assert str(error.value) == (f"cannot resume {str(folder)!r}: it is at step 6, past steps=4; set steps above 6 "
+                                "to train further")
+
+
+def test_resume_refuses_weights_that_do_not_fit(tmp_path):
+    """The same configuration, but weights that are not this model's (a file edited, or the model's code
+    changed): one line saying so, not load_state_dict's page."""
+    c = config(tmp_path)
+    train(c)
+    folder = Path(c.out) / "checkpoint-6"
+    weights = load_file(folder / "model.safetensors")
+    weights.pop("model.ending.bias")
+    save_file(weights, folder / "model.safetensors")
+    with pytest.raises(ValueError) as error:
+        train(c, resume=True)
+    assert str(error.value) == (f"cannot resume {str(folder)!r}: its weights do not fit this model: Error(s) in "
+                                "loading state_dict for Plain:")
 
 
 def test_resume_applies_and_records_a_changed_learning_rate(tmp_path):
     c = config(tmp_path, steps=3, checkpoint_every=3)
     train(c)
-    longer = config(tmp_path, steps=6, lr=5e-4, checkpoint_every=3)
+    longer = config(tmp_path, steps=6, lr=5e-4, checkpoint_every=3, betas=(0.8, 0.95), weight_decay=0.05)
     trainer = Trainer(longer)
-    with pytest.warns(UserWarning, match=r"resumed checkpoint-3 at step 3 with changed settings: lr: 0.001 -> 0.0005; "
-                                         r"steps: 3 -> 6"):
+    with pytest.warns(UserWarning, match=r"resumed checkpoint-3 at step 3 with changed settings: .*lr: 0.001 -> "
+                                         r"0.0005; steps: 3 -> 6"):
         assert trainer.resume()
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4 * lr_factor(3, longer))
+    assert trainer.scheduler.get_last_lr() == [trainer.optimizer.param_groups[0]["lr"]]
     assert trainer.scheduler.base_lrs == [5e-4]
-    assert "lr: 0.001 -> 0.0005" in (Path(c.out) / "resume.log").read_text()
+    assert trainer.optimizer.param_groups[0]["betas"] == (0.8, 0.95)
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == 0.05
+    log = (Path(c.out) / "resume.log").read_text()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d resumed checkpoint-3 at step 3 with changed settings: "
+                        r"betas: \[0.9, 0.999\] -> \[0.8, 0.95\]; lr: 0.001 -> 0.0005; steps: 3 -> 6; "
+                        r"weight_decay: 0.01 -> 0.05\n", log), log
     trainer.fit()
     assert trainer.scheduler.get_last_lr()[0] == pytest.approx(5e-4 * lr_factor(6, longer))
 

@@ -97,6 +97,23 @@ def test_sipl_adair_has_the_official_parameter_count():
     assert sum(p.numel() for p in model.parameters()) == 33_436_419
 
 
+def test_training_loss_is_the_guided_reconstruction():
+    """L1 of the pass guided by the ground truth's own features (not of the unguided pass)."""
+    torch.manual_seed(0)
+    model = SIPL(backbone("restormer"), train_size=32)
+    with torch.no_grad():  # the dictionaries start at zero: give the fusion something to do
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    degraded, clean = batch()
+    losses = model.training_loss(degraded, clean)
+    with torch.no_grad():
+        guided = (model(degraded, model.privileged_features(clean)) - clean).abs().mean()
+        unguided = (model(degraded) - clean).abs().mean()
+    assert set(losses) == {"loss", "l1"} and losses["l1"].item() == losses["loss"].item()
+    assert losses["loss"].item() == pytest.approx(guided.item(), rel=1e-6)
+    assert abs(guided.item() - unguided.item()) > 1e-4
+
+
 @pytest.mark.parametrize("name", BACKBONES)
 def test_trains_on_every_backbone(name):
     losses = train(SIPL(backbone(name), train_size=32))  # small dictionaries: tiny backbones, fast tests

@@ -100,6 +100,16 @@ class Payload:
     """An arbitrary Python object: a trainer state must never unpickle it."""
 
 
+def test_collate_stacks_the_images_and_lists_the_tasks():
+    from pyairir.train.trainer import collate
+
+    samples = [{"degraded": torch.full((3, 2, 2), float(i)), "clean": torch.full((3, 2, 2), i + 0.5), "task": t}
+               for i, t in enumerate(["rain", "haze"])]
+    batch = collate(samples)
+    assert set(batch) == {"degraded", "clean", "task"} and batch["task"] == ["rain", "haze"]
+    assert batch["degraded"].shape == (2, 3, 2, 2) and batch["clean"][1, 0, 0, 0].item() == 1.5
+
+
 def test_plain_training_loss():
     from pyairir.train.trainer import Plain
 

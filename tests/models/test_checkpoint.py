@@ -250,8 +250,10 @@ def test_non_finite_weights_load_with_a_warning(tmp_path):
     path = tmp_path / "nan.pth"
     write(path, state, "plain")
     with pytest.warns(UserWarning, match=r"holds NaN or infinite values in 2 tensor\(s\): patch_embed.proj.weight, "
-                                         r"output.weight; the model's outputs will not be finite"):
+                                         r"output.weight; the model's outputs will not be finite") as record:
         loaded = load_checkpoint(model(1), path)
+    if "mutmut" not in sys.modules:  # under mutation testing a trampoline frame sits in between
+        assert record[0].filename == __file__
     assert torch.isnan(loaded.output.weight[0, 0]).all()
 
 

@@ -195,3 +195,59 @@ def test_adair_preset_trains(tmp_path):
     assert (c.model, c.lr, c.weight_decay, c.warmup_steps) == ("adair", 2e-4, 0.01, 0)
     train(c)
     assert (tmp_path / "run" / "latest").read_text() == "checkpoint-2"
+
+
+def test_progress_bar_counts_steps_and_images(tmp_path, monkeypatch, capsys):
+    """The bar: `train`, steps of the run (a resumed run starts where it stopped), loss, lr and
+    images per second (here with a clock that advances one second per reading: 4 images a step)."""
+    import pyairir.train.trainer as trainer_module
+
+    clock = iter(range(10_000))
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+    c = config(tmp_path, steps=3, checkpoint_every=3, progress=True)
+    train(c)
+    err = capsys.readouterr().err
+    assert "train: 100%" in err and "3/3" in err and "img_s=4.0" in err and "loss=0." in err and "lr=" in err
+    with pytest.warns(UserWarning, match="steps: 3 -> 5"):
+        train(config(tmp_path, steps=5, checkpoint_every=5, progress=True), resume=True)
+    err = capsys.readouterr().err
+    assert "5/5" in err and "3/5" in err and "img_s=4.0" in err
+    train(config(tmp_path / "quiet", steps=2, checkpoint_every=2, progress=False))
+    assert "train" not in capsys.readouterr().err
+
+
+def test_gradient_clipping_and_bf16_change_the_run(tmp_path):
+    plain = train(config(tmp_path / "a", steps=2, checkpoint_every=2)).state_dict()
+    clipped = train(config(tmp_path / "b", steps=2, checkpoint_every=2, grad_clip=1e-4)).state_dict()
+    bf16 = train(config(tmp_path / "c", steps=2, checkpoint_every=2, bf16=True)).state_dict()
+    again = train(config(tmp_path / "d", steps=2, checkpoint_every=2)).state_dict()
+    assert all(torch.equal(plain[k], again[k]) for k in plain)  # deterministic: the differences are the options'
+    assert any(not torch.equal(plain[k], clipped[k]) for k in plain)
+    assert any(not torch.equal(plain[k], bf16[k]) for k in plain)
+
+
+def test_lupi_stage_2_starts_at_its_step(tmp_path, monkeypatch):
+    """At lupi_stage2_at (default steps // 2), and at once when a run resumes past it in stage 1."""
+    from pyairir.paradigms import LUPI
+
+    begin = LUPI.begin_stage2
+    args = {"prior_dim": 16, "estimator_width": 4}
+    for steps, at, expected in [(7, None, 3), (6, 4, 4)]:
+        c = config(tmp_path / f"{steps}-{at}", steps=steps, checkpoint_every=steps, paradigm="lupi",
+                   paradigm_args=args, lupi_stage2_at=at)
+        trainer = Trainer(c)
+        seen = []
+        monkeypatch.setattr(LUPI, "begin_stage2", lambda self, *a: (seen.append(trainer.step), begin(self, *a)))
+        trainer.fit()
+        assert seen == [expected] and trainer.model.stage == 2
+    # a stage-1 checkpoint at step 3, resumed with stage 2 due from step 2: switched before the first step
+    c = config(tmp_path / "resume", steps=3, checkpoint_every=3, paradigm="lupi", paradigm_args=args, lupi_stage2_at=3)
+    train(c)
+    resumed = Trainer(config(tmp_path / "resume", steps=5, checkpoint_every=5, paradigm="lupi", paradigm_args=args,
+                             lupi_stage2_at=2))
+    with pytest.warns(UserWarning):
+        assert resumed.resume() and resumed.model.stage == 1
+    seen = []
+    monkeypatch.setattr(LUPI, "begin_stage2", lambda self, *a: (seen.append(resumed.step), begin(self, *a)))
+    resumed.fit()
+    assert seen == [3] and resumed.model.stage == 2

@@ -85,6 +85,16 @@ def test_alignment_is_the_batch_mean_kl_of_the_softmaxes():
     assert LUPI(backbone("restormer")).align_weight == 1.0
 
 
+def test_construction():
+    model = LUPI(backbone("restormer"), prior_dim=16, estimator_width=4)
+    assert model.stage == 1
+    assert model.teacher.encoder[0].out_channels == 4 and model.student.encoder[0].out_channels == 4
+    with pytest.raises(ValueError) as error:
+        LUPI(backbone("restormer"), stages=("latent", "nowhere"))
+    assert str(error.value) == ("LUPI: ['nowhere'] are not decoder stages of Restormer (['latent', 'level3', "
+                                "'level2', 'level1'])")
+
+
 def test_stage1_loss_and_train_mode():
     model = lupi("restormer")
     losses = model.training_loss(*batch())

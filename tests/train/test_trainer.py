@@ -251,3 +251,17 @@ def test_lupi_stage_2_starts_at_its_step(tmp_path, monkeypatch):
     monkeypatch.setattr(LUPI, "begin_stage2", lambda self, *a: (seen.append(resumed.step), begin(self, *a)))
     resumed.fit()
     assert seen == [3] and resumed.model.stage == 2
+
+
+def test_sampler_order_is_fixed_and_needs_one_batch():
+    """Epoch e's order is randperm(length) seeded with seed * 131 + e, a formula kept fixed so that a
+    checkpoint resumes with the same batches whatever version wrote it."""
+    sampler = StepSampler(10, 5, 0, 1, seed=3, start=0, steps=4)  # two steps an epoch
+    steps = list(sampler)
+    for epoch in (0, 1):
+        order = torch.randperm(10, generator=torch.Generator().manual_seed(3 * 131 + epoch)).tolist()
+        assert [i for i, _ in steps[2 * epoch]] + [i for i, _ in steps[2 * epoch + 1]] == order
+    assert len(list(StepSampler(4, 4, 0, 1, seed=0, start=0, steps=2))) == 2  # exactly one batch an epoch
+    with pytest.raises(ValueError) as error:
+        StepSampler(3, 4, 0, 1, seed=0, start=0, steps=2)
+    assert str(error.value) == "the training set has 3 samples, fewer than one batch of 4"

@@ -265,3 +265,33 @@ def test_sampler_order_is_fixed_and_needs_one_batch():
     with pytest.raises(ValueError) as error:
         StepSampler(3, 4, 0, 1, seed=0, start=0, steps=2)
     assert str(error.value) == "the training set has 3 samples, fewer than one batch of 4"
+
+
+def test_build_model_makes_what_the_config_names(tmp_path):
+    from safetensors.torch import save_file
+
+    from pyairir.nn.vgg import VGGFeatures
+    from pyairir.paradigms import CPL, LUPI, SIPL, PrivilegeLearning
+    from pyairir.train.trainer import Plain, build_model
+
+    vgg = VGGFeatures(random=True)
+    save_file({f"features.{k}": v.contiguous() for k, v in vgg.features.state_dict().items()}, tmp_path / "vgg.safetensors")
+    cases = [("none", {}, Plain), ("pl", {"schedule": {"kind": "linear"}, "levels": ["latent"]}, PrivilegeLearning),
+             ("sipl", {"train_size": 32}, SIPL), ("lupi", {"prior_dim": 16, "estimator_width": 4}, LUPI),
+             ("cpl", {"top_k": 2, "negatives": 3}, CPL)]
+    for paradigm, args, cls in cases:
+        c = config(tmp_path, paradigm=paradigm, paradigm_args=args, fast=True,
+                   cpl_vgg=str(tmp_path / "vgg.safetensors") if paradigm == "cpl" else None)
+        model = build_model(c)
+        assert type(model) is cls
+        backbone = model.model if paradigm == "none" else model.backbone
+        assert backbone.width == 8 and backbone.ending.weight.is_contiguous(memory_format=torch.channels_last)
+        assert any(getattr(m, "fast", False) is True for m in backbone.modules())
+    assert model.negatives == 3 and torch.equal(model.vgg.features[0].weight, vgg.features[0].weight)
+    pl = build_model(config(tmp_path, paradigm="pl", paradigm_args=cases[1][1]))
+    assert (pl.schedule.kind, pl.schedule.total_steps, pl.levels) == ("linear", 6, ("latent",))
+    sipl = build_model(config(tmp_path, paradigm="sipl", paradigm_args={"train_size": 32}))
+    lupi = build_model(config(tmp_path, paradigm="lupi", paradigm_args={"prior_dim": 16, "estimator_width": 4}))
+    sizes = {p.shape[-1] for name, p in sipl.named_parameters() if name.startswith("privileged_dictionary")}
+    assert sizes == {32 // sipl.stage_scale(stage) for stage in sipl.stages}
+    assert lupi.student.head[-1].out_features == 16

@@ -5,6 +5,8 @@
 
 #include <ATen/ATen.h>
 
+#include <tuple>
+
 #include "head_operand.h"
 #include "rescale.h"
 
@@ -118,6 +120,36 @@ inline Backward backward_coefficients(const at::Tensor& grad_attention, const at
   const int64_t bh = g.B * g.heads;
   return {dG.reshape({bh, g.d, g.d}), dG.transpose(-1, -2).reshape({bh, g.d, g.d}), q_scale.reshape({bh, g.d}),
           k_scale.reshape({bh, g.d}), grad_temperature};
+}
+
+using Gradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;  // (dq, dk, dv, d temperature)
+
+// The forward's statistics from gram_of(q, k) -> (Gram matrix, squared norms), summed over the
+// pixels; if they overflowed, again from the rows scaled by downscale(), the norms divided back.
+template <typename GramOf>
+Forward forward_rescaled(const at::Tensor& q, const at::Tensor& k, const at::Tensor& temperature, const Geometry& g,
+                         GramOf&& gram_of) {
+  auto [gram, squares] = gram_of(q, k);
+  if (all_finite(gram, squares)) return attention_from(gram, squares, temperature, g);
+  const at::Tensor sq = downscale(q), sk = downscale(k);
+  std::tie(gram, squares) = gram_of(q * sq, k * sk);
+  Forward f = attention_from(gram, squares, temperature, g);
+  f.q_norm = f.q_norm / sq.reshape({g.B, g.C}).to(f.q_norm.scalar_type());
+  f.k_norm = f.k_norm / sk.reshape({g.B, g.C}).to(f.k_norm.scalar_type());
+  return f;
+}
+
+// body(q, k, q_norm, k_norm) -> Gradients; for huge rows (needs_rescale) it runs on the scaled
+// operands and norms, and dq = s_q dq', dk = s_k dk'.
+template <typename Body>
+Gradients backward_rescaled(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_norm,
+                            const at::Tensor& k_norm, const Geometry& g, Body&& body) {
+  if (!needs_rescale(q_norm, k_norm)) return body(q, k, q_norm, k_norm);
+  const at::Tensor sq = downscale(q), sk = downscale(k);
+  auto [grad_q, grad_k, grad_v, grad_t] =
+      body(q * sq, k * sk, q_norm * sq.reshape({g.B, g.C}).to(q_norm.scalar_type()),
+           k_norm * sk.reshape({g.B, g.C}).to(k_norm.scalar_type()));
+  return {grad_q * sq, grad_k * sk, grad_v, grad_t};
 }
 
 }  // namespace mdta_math

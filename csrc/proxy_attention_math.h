@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include <tuple>
+
 #include "head_operand.h"
 #include "rescale.h"
 
@@ -70,6 +72,38 @@ inline void check_saved(const at::Tensor& grad_out, const at::Tensor& out, const
                   q_norm.scalar_type() == acc && k_norm.scalar_type() == acc && logsumexp.is_contiguous() &&
                   q_norm.is_contiguous() && k_norm.is_contiguous(),
               op, ": logsumexp, q_norm and k_norm must be the (B, heads, tokens) tensors proxy_attention returned");
+}
+
+using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;  // out, log-sum-exp, q_norm, k_norm
+using Gradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;  // dq, dk, dv, d temperature
+
+// norms_of(x, tokens) -> (B, heads, tokens) norms; attend(q, k, q_norm, k_norm) -> (out, log-sum-exp).
+// Huge tokens (needs_rescale) run scaled by downscale(); the norms returned are the true ones.
+template <typename NormsOf, typename Attend>
+Outputs forward_rescaled(const at::Tensor& q, const at::Tensor& k, const Geometry& g, at::ScalarType acc,
+                         NormsOf&& norms_of, Attend&& attend) {
+  const at::Tensor q_norm = norms_of(q, g.Nq), k_norm = norms_of(k, g.Nk);
+  if (!needs_rescale(q_norm, k_norm)) {
+    auto [out, logsumexp] = attend(q, k, q_norm, k_norm);
+    return {out, logsumexp, q_norm, k_norm};
+  }
+  const at::Tensor sq = downscale(q, g.heads), sk = downscale(k, g.heads);
+  const at::Tensor q_scaled = q * sq, k_scaled = k * sk;
+  const at::Tensor qn = norms_of(q_scaled, g.Nq), kn = norms_of(k_scaled, g.Nk);
+  auto [out, logsumexp] = attend(q_scaled, k_scaled, qn, kn);
+  return {out, logsumexp, qn / token_factors(sq, g.heads, acc), kn / token_factors(sk, g.heads, acc)};
+}
+
+// body(q, k, q_norm, k_norm) -> Gradients; huge tokens run as the forward did, dx = s dx'.
+template <typename Body>
+Gradients backward_rescaled(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_norm,
+                            const at::Tensor& k_norm, const Geometry& g, Body&& body) {
+  if (!needs_rescale(q_norm, k_norm)) return body(q, k, q_norm, k_norm);
+  const at::ScalarType acc = q_norm.scalar_type();
+  const at::Tensor sq = downscale(q, g.heads), sk = downscale(k, g.heads);
+  auto [grad_q, grad_k, grad_v, grad_t] = body(q * sq, k * sk, q_norm * token_factors(sq, g.heads, acc),
+                                               k_norm * token_factors(sk, g.heads, acc));
+  return {grad_q * sq, grad_k * sk, grad_v, grad_t};
 }
 
 }  // namespace proxy_attention_math

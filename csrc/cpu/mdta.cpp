@@ -116,17 +116,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor
                                                                 const at::Tensor& v, const at::Tensor& temperature,
                                                                 int64_t heads) {
   const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, "pyairir::mdta");
-  auto [gram, squares] = gram_and_squares(q, k, g);
-  mdta_math::Forward f;
-  if (mdta_math::all_finite(gram, squares)) {
-    f = mdta_math::attention_from(gram, squares, temperature, g);
-  } else {  // overflowed: the same cosines from rows scaled by powers of two (mdta_math::downscale)
-    const at::Tensor sq = mdta_math::downscale(q), sk = mdta_math::downscale(k);
-    std::tie(gram, squares) = gram_and_squares(q * sq, k * sk, g);
-    f = mdta_math::attention_from(gram, squares, temperature, g);
-    f.q_norm = f.q_norm / sq.reshape({g.B, g.C}).to(f.q_norm.scalar_type());
-    f.k_norm = f.k_norm / sk.reshape({g.B, g.C}).to(f.k_norm.scalar_type());
-  }
+  const mdta_math::Forward f = mdta_math::forward_rescaled(
+      q, k, temperature, g, [&](const at::Tensor& a, const at::Tensor& b) { return gram_and_squares(a, b, g); });
   // Pass 2: out = A V, chunk by chunk, into the output's head block (A in the operands' type).
   const at::Tensor weights = f.attention.to(q.scalar_type());
   at::Tensor out = empty_like_layout(q);
@@ -178,16 +169,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta_backward(
   const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, op);
   mdta_math::check_operand(grad_out, "grad_out", q, op);
   mdta_math::check_saved(cosine, q_norm, k_norm, q, g, op);
-  if (!needs_rescale(q_norm, k_norm)) {
-    return backward_pixels(grad_out, q, k, v, temperature, cosine, q_norm, k_norm, heads, g);
-  }
-  // Huge rows: dq = s_q dq' from the scaled operands and norms (mdta_math::downscale).
-  const at::Tensor sq = mdta_math::downscale(q), sk = mdta_math::downscale(k);
-  const at::Tensor sq_acc = sq.reshape({g.B, g.C}).to(q_norm.scalar_type());
-  const at::Tensor sk_acc = sk.reshape({g.B, g.C}).to(k_norm.scalar_type());
-  auto [grad_q, grad_k, grad_v, grad_t] = backward_pixels(grad_out, q * sq, k * sk, v, temperature, cosine,
-                                                          q_norm * sq_acc, k_norm * sk_acc, heads, g);
-  return {grad_q * sq, grad_k * sk, grad_v, grad_t};
+  return mdta_math::backward_rescaled(
+      q, k, q_norm, k_norm, g,
+      [&](const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& qn, const at::Tensor& kn) {
+        return backward_pixels(grad_out, q_, k_, v, temperature, cosine, qn, kn, heads, g);
+      });
 }
 
 }  // namespace

@@ -186,18 +186,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> proxy_attention(const
                                                                            int64_t heads) {
   const Geometry g = proxy_attention_math::check_arguments(q, k, v, temperature, heads, "pyairir::proxy_attention");
   const at::ScalarType acc = proxy_attention_math::acc_dtype(q.scalar_type());
-  at::Tensor q_norm = all_norms(q, g, g.Nq, acc), k_norm = all_norms(k, g, g.Nk, acc);
-  if (!needs_rescale(q_norm, k_norm)) {
-    auto [out, logsumexp] = attend(q, k, v, temperature, q_norm, k_norm, g);
-    return {out, logsumexp, q_norm, k_norm};
-  }
-  // Huge tokens: the same scores from tokens scaled by powers of two (proxy_attention_math::downscale).
-  const at::Tensor sq = proxy_attention_math::downscale(q, heads), sk = proxy_attention_math::downscale(k, heads);
-  const at::Tensor q_scaled = q * sq, k_scaled = k * sk;
-  const at::Tensor qn = all_norms(q_scaled, g, g.Nq, acc), kn = all_norms(k_scaled, g, g.Nk, acc);
-  auto [out, logsumexp] = attend(q_scaled, k_scaled, v, temperature, qn, kn, g);
-  return {out, logsumexp, qn / proxy_attention_math::token_factors(sq, heads, acc),
-          kn / proxy_attention_math::token_factors(sk, heads, acc)};
+  return proxy_attention_math::forward_rescaled(
+      q, k, g, acc, [&](const at::Tensor& x, int64_t n) { return all_norms(x, g, n, acc); },
+      [&](const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& qn, const at::Tensor& kn) {
+        return attend(q_, k_, v, temperature, qn, kn, g);
+      });
 }
 
 // dx = (dx_hat - x_hat (x_hat . dx_hat)) / |x| for the rows of dx_hat (count, d), x the (d, count)
@@ -341,17 +334,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> proxy_attention_backw
   constexpr const char* op = "pyairir::proxy_attention_backward";
   const Geometry g = proxy_attention_math::check_arguments(q, k, v, temperature, heads, op);
   proxy_attention_math::check_saved(grad_out, out, logsumexp, q_norm, k_norm, q, g, op);
-  if (!needs_rescale(q_norm, k_norm)) {
-    return backward_tokens(grad_out, q, k, v, temperature, out, logsumexp, q_norm, k_norm, heads, g);
-  }
-  // Huge tokens: dx = s dx' from the scaled operands and norms, as the forward ran.
-  const at::ScalarType acc = q_norm.scalar_type();
-  const at::Tensor sq = proxy_attention_math::downscale(q, heads), sk = proxy_attention_math::downscale(k, heads);
-  auto [grad_q, grad_k, grad_v, grad_t] = backward_tokens(
-      grad_out, q * sq, k * sk, v, temperature, out, logsumexp,
-      q_norm * proxy_attention_math::token_factors(sq, heads, acc),
-      k_norm * proxy_attention_math::token_factors(sk, heads, acc), heads, g);
-  return {grad_q * sq, grad_k * sk, grad_v, grad_t};
+  return proxy_attention_math::backward_rescaled(
+      q, k, q_norm, k_norm, g,
+      [&](const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& qn, const at::Tensor& kn) {
+        return backward_tokens(grad_out, q_, k_, v, temperature, out, logsumexp, qn, kn, heads, g);
+      });
 }
 
 }  // namespace

@@ -53,18 +53,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor
   constexpr const char* op = "pyairir::mdta";
   const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, op);
   const c10::cuda::CUDAGuard guard(q.device());
-  auto [gram_sum, squares] = gram(q, k, g, true, op);
-  if (mdta_math::all_finite(gram_sum, squares)) {
-    const mdta_math::Forward f = mdta_math::attention_from(gram_sum, squares, temperature, g);
-    return {apply(f.attention, v, g, q, at::Tensor(), at::Tensor(), op), f.cosine, f.q_norm, f.k_norm};
-  }
-  // Overflowed: the same cosines from rows scaled by powers of two (mdta_math::downscale).
-  const at::Tensor sq = mdta_math::downscale(q), sk = mdta_math::downscale(k);
-  std::tie(gram_sum, squares) = gram(q * sq, k * sk, g, true, op);
-  const mdta_math::Forward f = mdta_math::attention_from(gram_sum, squares, temperature, g);
-  return {apply(f.attention, v, g, q, at::Tensor(), at::Tensor(), op), f.cosine,
-          f.q_norm / sq.reshape({g.B, g.C}).to(f.q_norm.scalar_type()),
-          f.k_norm / sk.reshape({g.B, g.C}).to(f.k_norm.scalar_type())};
+  const mdta_math::Forward f = mdta_math::forward_rescaled(
+      q, k, temperature, g, [&](const at::Tensor& a, const at::Tensor& b) { return gram(a, b, g, true, op); });
+  return {apply(f.attention, v, g, q, at::Tensor(), at::Tensor(), op), f.cosine, f.q_norm, f.k_norm};
 }
 
 // dV = A^T dO, dA = dO V^T, then dQ = dG K + diag(d|q| / |q|) Q and dK likewise.
@@ -91,16 +82,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta_backward(
   mdta_math::check_operand(grad_out, "grad_out", q, op);
   mdta_math::check_saved(cosine, q_norm, k_norm, q, g, op);
   const c10::cuda::CUDAGuard guard(q.device());
-  if (!needs_rescale(q_norm, k_norm)) {
-    return backward_pixels(grad_out, q, k, v, temperature, cosine, q_norm, k_norm, g, op);
-  }
-  // Huge rows: dq = s_q dq' from the scaled operands and norms (mdta_math::downscale).
-  const at::Tensor sq = mdta_math::downscale(q), sk = mdta_math::downscale(k);
-  auto [grad_q, grad_k, grad_v, grad_t] =
-      backward_pixels(grad_out, q * sq, k * sk, v, temperature, cosine,
-                      q_norm * sq.reshape({g.B, g.C}).to(q_norm.scalar_type()),
-                      k_norm * sk.reshape({g.B, g.C}).to(k_norm.scalar_type()), g, op);
-  return {grad_q * sq, grad_k * sk, grad_v, grad_t};
+  return mdta_math::backward_rescaled(
+      q, k, q_norm, k_norm, g,
+      [&](const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& qn, const at::Tensor& kn) {
+        return backward_pixels(grad_out, q_, k_, v, temperature, cosine, qn, kn, g, op);
+      });
 }
 
 }  // namespace

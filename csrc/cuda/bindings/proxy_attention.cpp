@@ -57,18 +57,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> proxy_attention(const
   check_head_channels(g, op);
   const c10::cuda::CUDAGuard guard(q.device());
   const at::ScalarType acc = proxy_attention_math::acc_dtype(q.scalar_type());
-  const at::Tensor q_norm = norms(q, g, g.Nq, acc, op), k_norm = norms(k, g, g.Nk, acc, op);
-  if (!needs_rescale(q_norm, k_norm)) {
-    auto [out, logsumexp] = attend(q, k, v, temperature, q_norm, k_norm, g, op);
-    return {out, logsumexp, q_norm, k_norm};
-  }
-  // Huge tokens: the same scores from tokens scaled by powers of two (proxy_attention_math::downscale).
-  const at::Tensor sq = proxy_attention_math::downscale(q, heads), sk = proxy_attention_math::downscale(k, heads);
-  const at::Tensor q_scaled = q * sq, k_scaled = k * sk;
-  const at::Tensor qn = norms(q_scaled, g, g.Nq, acc, op), kn = norms(k_scaled, g, g.Nk, acc, op);
-  auto [out, logsumexp] = attend(q_scaled, k_scaled, v, temperature, qn, kn, g, op);
-  return {out, logsumexp, qn / proxy_attention_math::token_factors(sq, heads, acc),
-          kn / proxy_attention_math::token_factors(sk, heads, acc)};
+  return proxy_attention_math::forward_rescaled(
+      q, k, g, acc, [&](const at::Tensor& x, int64_t n) { return norms(x, g, n, acc, op); },
+      [&](const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& qn, const at::Tensor& kn) {
+        return attend(q_, k_, v, temperature, qn, kn, g, op);
+      });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_tokens(
@@ -109,17 +102,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> proxy_attention_backw
   proxy_attention_math::check_saved(grad_out, out, logsumexp, q_norm, k_norm, q, g, op);
   check_head_channels(g, op);
   const c10::cuda::CUDAGuard guard(q.device());
-  if (!needs_rescale(q_norm, k_norm)) {
-    return backward_tokens(grad_out, q, k, v, temperature, out, logsumexp, q_norm, k_norm, g, op);
-  }
-  // Huge tokens: dx = s dx' from the scaled tokens and norms, as the forward ran.
-  const at::ScalarType acc = q_norm.scalar_type();
-  const at::Tensor sq = proxy_attention_math::downscale(q, heads), sk = proxy_attention_math::downscale(k, heads);
-  auto [grad_q, grad_k, grad_v, grad_t] = backward_tokens(
-      grad_out, q * sq, k * sk, v, temperature, out, logsumexp,
-      q_norm * proxy_attention_math::token_factors(sq, heads, acc),
-      k_norm * proxy_attention_math::token_factors(sk, heads, acc), g, op);
-  return {grad_q * sq, grad_k * sk, grad_v, grad_t};
+  return proxy_attention_math::backward_rescaled(
+      q, k, q_norm, k_norm, g,
+      [&](const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& qn, const at::Tensor& kn) {
+        return backward_tokens(grad_out, q_, k_, v, temperature, out, logsumexp, qn, kn, g, op);
+      });
 }
 
 }  // namespace

@@ -241,3 +241,30 @@ def test_load_vgg_reads_torchvision_keys(tmp_path):
     assert all(torch.equal(loaded.features.state_dict()[k], v) for k, v in source.features.state_dict().items())
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_vgg(tmp_path / "missing.pth")
+
+
+def test_construction_defaults_and_checks():
+    """The paper's defaults (5 prompts, top-1 renormalised, alpha 0.01, 4 negatives), the prompt
+    stages built for a prompt-less backbone (half the channels, 128-pixel crop's size, a 1-head
+    noise block, a bias-free reduction), PromptIR's own prompts reused, and the argument checks."""
+    model = CPL(backbone("restormer"))  # dim 8: stages of 64, 32, 16 channels at 1/8, 1/4, 1/2
+    assert (model.alpha, model.negatives, model.stages) == (0.01, 4, ("latent", "level3", "level2"))
+    shapes = {name: tuple(m.prompt_param.shape) for name, m in model.named_children() if name.startswith("prompt")}
+    assert shapes == {"prompt3": (1, 5, 32, 16, 16), "prompt2": (1, 5, 16, 32, 32), "prompt1": (1, 5, 8, 64, 64)}
+    assert all((m.top_k, m.renormalize) == (1, True) for m in model.prompt_modules())
+    assert model.prompt3.linear_layer.in_features == 64
+    assert model.noise_level3.attn.num_heads == 1 and model.noise_level3.ffn.project_in.out_channels == 2 * int(
+        96 * 2.66)
+    assert model.reduce_noise_level3.bias is None and model.reduce_noise_level3.out_channels == 64
+    promptir = backbone("promptir")
+    old = promptir.prompt1.prompt_param
+    assert CPL(promptir, top_k=2, negatives=3).backbone.prompt1.prompt_param is old
+    for kwargs, message in [(dict(negatives=0), "CPL: negatives must be in [1, prompt_len - top_k = 4], got 0"),
+                            (dict(negatives=5), "CPL: negatives must be in [1, prompt_len - top_k = 4], got 5"),
+                            (dict(top_k=2, negatives=4), "CPL: negatives must be in [1, prompt_len - top_k = 3], got 4")]:
+        with pytest.raises(ValueError) as error:
+            CPL(backbone("restormer"), **kwargs)
+        assert str(error.value) == message
+    with pytest.raises(ValueError) as error:
+        CPL(backbone("promptir"), prompt_len=6, negatives=1)
+    assert str(error.value) == "CPL: prompt1 has 5 prompts, prompt_len is 6"

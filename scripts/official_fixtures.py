@@ -16,9 +16,10 @@ device) and tests/models/data/official_outputs.safetensors (for each case of
 tests/models/official_cases.py, its input and the official class's float64 output, weights from
 tests/models/deterministic_weights.py). With --check nothing is written: the files are
 regenerated in memory and compared with the committed ones (tensors within 1e-12 of their largest
-value, as the tests compare), and the exit status says whether they match. In tests/paradigms/data it makes SIPL's entries (the keys of PromptIR_ProxyFusion and
-AdaIR_ProxyFusion, and their outputs at the shallowest configuration, with and without privileged
-features); the CPLIR entries there are not made here yet and are kept as they are.
+value, as the tests compare), and the exit status says whether they match. In tests/paradigms/data
+it makes SIPL's entries (the keys of PromptIR_ProxyFusion and AdaIR_ProxyFusion, and their outputs
+at the shallowest configuration, with and without privileged features); the CPLIR entries there
+are not made here yet and are kept as they are.
 """
 
 from __future__ import annotations

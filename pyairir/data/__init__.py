@@ -5,5 +5,5 @@ from pyairir.data.datasets import (BENCHMARKS, RestorationDataset, check_images,
 from pyairir.data.degradations import degrade, gaussian_noise
 from pyairir.data.io import ImageError, read_image, write_image
 
-__all__ = ["BENCHMARKS", "ImageError", "RestorationDataset", "check_images", "crop_to_multiple", "degrade", "gaussian_noise",
-           "read_image", "evaluation_sets", "synthetic_set", "training_set", "write_image"]
+__all__ = ["BENCHMARKS", "ImageError", "RestorationDataset", "check_images", "crop_to_multiple", "degrade",
+           "gaussian_noise", "read_image", "evaluation_sets", "synthetic_set", "training_set", "write_image"]

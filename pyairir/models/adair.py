@@ -43,7 +43,8 @@ class AdaIR(Restormer):
             self.fre3 = FreModule(dim * 2, heads[2], bias, in_dim=inp_channels)
             # the official registration order, hence state_dict order: the FreModules right after patch_embed
             first = ("patch_embed", "fre1", "fre2", "fre3")
-            self._modules = {name: self._modules[name] for name in (*first, *(n for n in self._modules if n not in first))}
+            order = (*first, *(name for name in self._modules if name not in first))
+            self._modules = {name: self._modules[name] for name in order}
 
     def modulate(self, module: str, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return getattr(self, module)(image, x) if self.decoder else x

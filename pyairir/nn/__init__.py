@@ -15,8 +15,9 @@ from pyairir.nn.sparse_prompt import SparsePromptModule
 from pyairir.nn.transformer_block import TransformerBlock
 
 __all__ = [
-    "Attention", "BiasFreeLayerNorm", "Chanel_Cross_Attention", "ChannelGate", "CrossAttention", "DegradationAwareBlock", "DegradationPredictor",
-    "Downsample", "DualGateFeedForward", "FeedForward", "FreModule", "FreRefine", "GDFN", "LayerNorm", "LayerNorm2d", "LocalAvgPool2d",
-    "MDTA", "NAFBlock", "OverlapPatchEmbed", "PrivilegedEstimator", "PromptGenBlock", "ProxyFusionBlock",
-    "SimpleGate", "SparsePromptModule", "SpatialGate", "TransformerBlock", "Upsample", "WithBiasLayerNorm", "set_fast",
+    "Attention", "BiasFreeLayerNorm", "Chanel_Cross_Attention", "ChannelGate", "CrossAttention",
+    "DegradationAwareBlock", "DegradationPredictor", "Downsample", "DualGateFeedForward", "FeedForward", "FreModule",
+    "FreRefine", "GDFN", "LayerNorm", "LayerNorm2d", "LocalAvgPool2d", "MDTA", "NAFBlock", "OverlapPatchEmbed",
+    "PrivilegedEstimator", "PromptGenBlock", "ProxyFusionBlock", "SimpleGate", "SparsePromptModule", "SpatialGate",
+    "TransformerBlock", "Upsample", "WithBiasLayerNorm", "set_fast",
 ]

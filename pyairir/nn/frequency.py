@@ -60,8 +60,6 @@ class Chanel_Cross_Attention(nn.Module):  # noqa: N801 (the official name)
         return self.project_out(out)
 
 
-ChannelCrossAttention = Chanel_Cross_Attention
-
 
 class SpatialGate(nn.Module):
     """x (B, C, H, W) -> sigmoid(conv7x7([max_c x, mean_c x])) (B, 1, H, W). Keys: spatial (1, 2, 7, 7)."""

@@ -29,8 +29,9 @@ def check_inputs(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> No
 
 
 def film_gelu(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """GELU(gamma ⊙ x + beta): x (B, C, H, W) (dense NCHW or channels_last; other strides are copied to NCHW), gamma and beta (B, C).
-    Returns (B, C, H, W) in x's layout; differentiable in all three (LUPI Eq. 2)."""
+    """GELU(gamma ⊙ x + beta): x (B, C, H, W) (dense NCHW or channels_last; other strides are copied
+    to NCHW), gamma and beta (B, C). Returns (B, C, H, W) in x's layout; differentiable in all three
+    (LUPI Eq. 2)."""
     x = densified(x)
     check_inputs(x, gamma, beta)
     return registration.run("film_gelu", backend.implementation(x), reference.film_gelu, x, gamma.contiguous(),

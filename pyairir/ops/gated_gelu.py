@@ -41,7 +41,8 @@ def check_inputs(x: torch.Tensor, dw_weight: torch.Tensor | None, dw_bias: torch
 def gated_gelu(
     x: torch.Tensor, dw_weight: torch.Tensor | None = None, dw_bias: torch.Tensor | None = None, gelu: bool = True
 ) -> torch.Tensor:
-    """x (B, 2h, H, W), dense NCHW or channels_last (other strides are copied to NCHW) -> (B, h, H, W) in x's layout.
+    """x (B, 2h, H, W), dense NCHW or channels_last (other strides are copied to NCHW) -> (B, h, H, W)
+    in x's layout.
 
     z = x, or its 3x3 depthwise convolution (padding 1) with dw_weight (2h, 1, 3, 3) and dw_bias (2h,);
     returns GELU(z1) * z2 (exact erf GELU), or z1 * z2 with gelu=False, for z1, z2 the channel halves of z.

@@ -25,9 +25,7 @@ def densified(x: object) -> object:
     """x itself if it is dense NCHW or channels_last (or not a 4-D tensor: the checks say what is
     wrong), else a dense NCHW copy: what the Python entry points run the kernels on for any other
     strides (a channel slice, a broadcast batch)."""
-    if isinstance(x, torch.Tensor) and x.dim() == 4 and not is_dense(x):
-        return x.contiguous()
-    return x
+    return dense_like(x, x) if isinstance(x, torch.Tensor) and x.dim() == 4 else x
 
 
 def check_dense(x: torch.Tensor, name: str, where: str) -> None:

@@ -100,10 +100,11 @@ def remove_stale(folder: Path) -> list[str]:
     done = []
     for path in sorted(folder.iterdir()):
         match = _STALE.fullmatch(path.name)
-        original = folder / path.name[1:].split(".")[0]
-        if match and match[1] == "old" and not original.exists():
-            os.replace(path, original)
-            done.append(f"restored {original.name} (set aside by a killed write)")
+        if match and match[1] == "old":
+            original = folder / path.name[1:].split(".")[0]  # .checkpoint-N.<pid>.old -> checkpoint-N
+            if not original.exists():
+                os.replace(path, original)
+                done.append(f"restored {original.name} (set aside by a killed write)")
     for path in sorted(folder.iterdir()):
         if _is_stale(path):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -171,7 +172,8 @@ def read_checkpoint(folder: Path) -> Checkpoint:
         except pickle.UnpicklingError:
             raise  # weights_only refused what the file holds (code): not a file to pass over quietly
         except Exception as error:  # truncated or corrupt: any other loader error means unusable
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            lines = str(error).strip().splitlines()
+            reason = lines[0] if lines else ""
             raise ValueError(f"{str(path)!r} cannot be read ({type(error).__name__}: {reason})") from None
     return Checkpoint(folder, loaded["model.safetensors"], loaded["state.pt"], loaded["config.json"])
 

@@ -261,7 +261,8 @@ def test_construction_defaults_and_checks():
     assert CPL(promptir, top_k=2, negatives=3).backbone.prompt1.prompt_param is old
     for kwargs, message in [(dict(negatives=0), "CPL: negatives must be in [1, prompt_len - top_k = 4], got 0"),
                             (dict(negatives=5), "CPL: negatives must be in [1, prompt_len - top_k = 4], got 5"),
-                            (dict(top_k=2, negatives=4), "CPL: negatives must be in [1, prompt_len - top_k = 3], got 4")]:
+                            (dict(top_k=2, negatives=4),
+                             "CPL: negatives must be in [1, prompt_len - top_k = 3], got 4")]:
         with pytest.raises(ValueError) as error:
             CPL(backbone("restormer"), **kwargs)
         assert str(error.value) == message

@@ -275,7 +275,8 @@ def test_build_model_makes_what_the_config_names(tmp_path):
     from pyairir.train.trainer import Plain, build_model
 
     vgg = VGGFeatures(random=True)
-    save_file({f"features.{k}": v.contiguous() for k, v in vgg.features.state_dict().items()}, tmp_path / "vgg.safetensors")
+    weights = {f"features.{k}": v.contiguous() for k, v in vgg.features.state_dict().items()}
+    save_file(weights, tmp_path / "vgg.safetensors")
     cases = [("none", {}, Plain), ("pl", {"schedule": {"kind": "linear"}, "levels": ["latent"]}, PrivilegeLearning),
              ("sipl", {"train_size": 32}, SIPL), ("lupi", {"prior_dim": 16, "estimator_width": 4}, LUPI),
              ("cpl", {"top_k": 2, "negatives": 3}, CPL)]

@@ -17,6 +17,11 @@ def _starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts + [length - tile]
 
 
+def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
+    """How many tiles tiled_restore runs for an image of height x width."""
+    return len(_starts(height, tile, overlap)) * len(_starts(width, tile, overlap))
+
+
 def _seams(starts: list[int], tile: int, length: int) -> list[int]:
     """The middle of each overlap between neighbouring tiles, with the image borders at both ends:
     tile i is the nearest to the pixels between seams i and i + 1."""

@@ -6,6 +6,7 @@
     pyairir train CONFIG.yaml [key=value ...] [--resume | --overwrite]
     pyairir bench [--model promptir --size 256]
     pyairir export OUT.onnx --model NAME [--checkpoint --paradigm --iterations] [--size H W | --dynamic]
+    pyairir serve [--model --checkpoint --paradigm --iterations --tile --host 127.0.0.1 --port 7860]
 
 Errors (missing or unreadable files, images that are not RGB, bad arguments) are reported in one
 line on stderr, with exit code 1 (2 for bad usage); nothing is downloaded.
@@ -252,6 +253,38 @@ def command_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_serve(args: argparse.Namespace) -> int:
+    from pyairir.serve import RestorationService, make_server
+
+    if args.max_pixels <= 0:
+        raise CommandError(f"--max-pixels must be positive, got {args.max_pixels}")
+    if not 0 <= args.port < 65536:
+        raise CommandError(f"--port must be 0..65535, got {args.port}")
+    model = _model(args)
+    description = "the demo model (NAFNet, pyairir/weights)" if args.model == "demo" else (
+        f"{args.model}{'' if args.paradigm == 'none' else ' + ' + args.paradigm}"
+        f"{' from ' + Path(args.checkpoint).name if args.checkpoint else ' (random weights)'}")
+    service = RestorationService(model, description, args.max_pixels, args.tile, args.overlap, args.iterations)
+    try:
+        server = make_server(service, args.host, args.port)
+    except OSError as error:
+        service.close()
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None
+    host, port = server.server_address[:2]
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"pyairir serve: warning: listening on {args.host}: other computers can reach this server",
+              file=sys.stderr, flush=True)
+    try:
+        print(f"pyairir serve: {description} at http://{host}:{port}/ (Ctrl+C stops)", flush=True)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        service.close()
+    return 0
+
+
 def command_demo(args: argparse.Namespace) -> int:
     from pyairir.demo import format_results, load_demo_model, run_demo
 
@@ -318,6 +351,16 @@ def parser() -> argparse.ArgumentParser:
     shape.add_argument("--dynamic", action="store_true", help="free batch, height and width (multiples of the model's)")
     export.add_argument("--no-verify", action="store_true", help="do not run the file to check it")
     export.set_defaults(run=command_export)
+
+    serve = commands.add_parser("serve", help="restore photos in the browser (a local web page)")
+    _add_model_arguments(serve, "demo")
+    _add_tile_arguments(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+                       "computer only)")
+    serve.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    serve.add_argument("--max-pixels", type=int, default=12_000_000,
+                       help="refuse larger images (default 12,000,000: a 4000x3000 photo)")
+    serve.set_defaults(run=command_serve, allow_random=False)
     return root
 
 

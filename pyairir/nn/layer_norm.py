@@ -60,10 +60,9 @@ class LayerNorm(nn.Module):
 
     def __init__(self, dim: int, LayerNorm_type: str = "WithBias", fast: bool = False) -> None:  # noqa: N803
         super().__init__()
-        if LayerNorm_type == "BiasFree":
-            self.body: nn.Module = BiasFreeLayerNorm(dim, fast)
-        else:  # the official code treats every other value as WithBias
-            self.body = WithBiasLayerNorm(dim, fast)
+        if LayerNorm_type not in ("WithBias", "BiasFree"):  # (the official code takes any other as WithBias)
+            raise ValueError(f"LayerNorm_type must be 'WithBias' or 'BiasFree', got {LayerNorm_type!r}")
+        self.body: nn.Module = (BiasFreeLayerNorm if LayerNorm_type == "BiasFree" else WithBiasLayerNorm)(dim, fast)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

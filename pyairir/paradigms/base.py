@@ -41,7 +41,7 @@ class Paradigm(nn.Module):
     def size_multiple(self) -> int:
         return self.backbone.size_multiple
 
-    def deepest_stages(self, count: int = 3) -> tuple[str, ...]:
+    def deepest_stages(self, count: int) -> tuple[str, ...]:
         """The `count` deepest decoder stages of the backbone, deepest first."""
         return tuple(self.backbone.stage_channels())[:count]
 

@@ -136,6 +136,8 @@ def test_create_model_overrides_and_seeded_init():
     model = pyairir.create_model("restormer", dim=16, LayerNorm_type="BiasFree", num_blocks=[1, 1, 1, 1])
     assert isinstance(model, Restormer) and model.patch_embed.proj.out_channels == 16
     assert "encoder_level1.0.norm1.body.bias" not in model.state_dict()
+    with pytest.raises(ValueError, match="^LayerNorm_type must be 'WithBias' or 'BiasFree', got 'biasfree'$"):
+        pyairir.create_model("restormer", LayerNorm_type="biasfree")  # a typo would silently give WithBias
     # same seed, same weights
     torch.manual_seed(3)
     a = pyairir.create_model("promptir", dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1).state_dict()

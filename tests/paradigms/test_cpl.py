@@ -155,6 +155,26 @@ def test_cpr_is_the_papers_formula_on_a_hand_computed_case():
     assert parts["loss"].item() == pytest.approx(0.250275, rel=1e-6)
 
 
+@pytest.mark.parametrize("vgg", [None, "alpha 0"])
+def test_without_cpr_the_loss_is_the_reconstruction_alone(vgg):
+    """No feature extractor, or alpha = 0: L = L_pixel, and no negative pass runs (phi is never called)."""
+    calls = []
+
+    class Counting(Identity):
+        def forward(self, image):
+            calls.append(image.shape)
+            return super().forward(image)
+
+    model = CPL(backbone("promptir"), vgg=None if vgg is None else Counting(), alpha=0.0 if vgg else 0.01)
+    degraded, clean = batch()
+    parts = model.training_loss(degraded, clean)
+    expected = (model(degraded) - clean).abs().mean()
+    assert set(parts) == {"loss", "l1"} and not calls
+    assert parts["loss"].item() == parts["l1"].item() == pytest.approx(expected.item(), rel=1e-6)
+    with_cpr = CPL(backbone("promptir"), vgg=Counting(), alpha=1.0).training_loss(degraded, clean)
+    assert set(with_cpr) == {"loss", "l1", "cpr"} and calls  # alpha 1 (any alpha but 0) adds CPR
+
+
 def test_negatives_use_mismatched_prompts():
     model = CPL(backbone("promptir"), vgg=VGGFeatures(random=True))
     degraded, _ = batch()
@@ -165,6 +185,9 @@ def test_negatives_use_mismatched_prompts():
     for selection in negatives:
         for own, forced in zip(chosen, selection):
             assert not (own == forced).any()
+    assert all(forced.shape == (2, 1) for selection in negatives for forced in selection)  # one prompt each
+    again = model.mismatched_selections(torch.Generator().manual_seed(0))  # drawn from the generator given
+    assert all(torch.equal(a, b) for x, y in zip(negatives, again) for a, b in zip(x, y))
     per_sample = torch.cat([n[0] for n in negatives], dim=1)  # the first module's 4 negatives
     assert all(len(set(row.tolist())) == 4 for row in per_sample)
     with model.forced_prompts(negatives[0]):

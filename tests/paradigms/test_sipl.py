@@ -198,7 +198,28 @@ def test_ground_truth_guided_upper_bound():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="loop must be 'paper' or 'official'"):
         SIPL(backbone("restormer")).restore(batch()[0], loop="twice")
-    with pytest.raises(ValueError, match=r"stages \['level9'\] are not both decoder stages and encoder levels"):
-        SIPL(backbone("restormer"), stages=("level9",))
-    with pytest.raises(TypeError, match="must implement pyairir's hook protocol"):
+    messages = [
+        (dict(stages=("level9",)), "SIPL: stages ['level9'] are not both decoder stages and encoder levels of "
+                                   "Restormer (stages ['latent', 'level3', 'level2', 'level1'])"),
+        (dict(stages=("latent", "level1")), "SIPL: at level1 the encoder has 8 channels but the decoder 16; "
+                                            "privileged features would not fit"),
+        (dict(dictionary_heads=(1, 2)), "SIPL: give dictionary_heads and fusion_heads for each of the 3 stages"),
+        (dict(LayerNorm_type="Biasfree"), "LayerNorm_type must be 'WithBias' or 'BiasFree', got 'Biasfree'"),
+    ]
+    for kwargs, message in messages:
+        with pytest.raises(ValueError) as error:
+            SIPL(backbone("restormer"), **kwargs)
+        assert str(error.value) == message
+    with pytest.raises(TypeError) as error:
         SIPL(torch.nn.Conv2d(3, 3, 3))
+    assert str(error.value) == ("SIPL: the backbone must implement pyairir's hook protocol (encode/decode, "
+                                "level_channels, stage_channels), got Conv2d; use a model from pyairir.create_model")
+
+
+def test_fusion_blocks_take_the_bias_and_layer_norm_asked_for():
+    default = SIPL(backbone("restormer"))
+    assert "p1_cross.norm11.body.bias" in default.state_dict() and "p1_cross.attn.q.bias" not in default.state_dict()
+    custom = SIPL(backbone("restormer"), bias=True, LayerNorm_type="BiasFree")
+    keys = set(custom.state_dict())
+    assert "p1_cross.norm11.body.bias" not in keys and "cross_p3.norm2.body.bias" not in keys
+    assert {"p1_cross.attn.q.bias", "cross_p3.ffn.project_out.bias"} <= keys

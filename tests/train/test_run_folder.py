@@ -37,9 +37,14 @@ def test_a_new_run_refuses_a_folder_holding_a_run_and_overwrite_moves_it_aside(t
     train(c)
     run = Path(c.out)
     before = files(run)
-    with pytest.raises(RunFolderError, match=r"already holds a run \(checkpoint-3, checkpoint-6, config.json"
-                                             r".*--resume.*--overwrite"):
+    for extra in ("notes.txt", "plots"):  # 6 entries: the message names the first 5
+        (run / extra).write_text("")
+    before = files(run)
+    with pytest.raises(RunFolderError) as error:
         train(c)
+    assert str(error.value) == (f"output folder {c.out!r} already holds a run (checkpoint-3, checkpoint-6, config.json, "
+                                "latest, notes.txt); pass --resume to continue it, --overwrite to move it aside and "
+                                "start anew, or choose another out")
     assert files(run) == before  # nothing touched
     train(c, overwrite=True)
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
@@ -47,6 +52,14 @@ def test_a_new_run_refuses_a_folder_holding_a_run_and_overwrite_moves_it_aside(t
     assert (run / "latest").read_text() == "checkpoint-6"
     with pytest.raises(ValueError, match="resume and overwrite exclude each other"):
         train(c, resume=True, overwrite=True)
+
+
+def test_resume_says_when_there_is_nothing_to_resume(tmp_path, capsys):
+    c = config(tmp_path, steps=3)
+    train(c, resume=True)
+    assert capsys.readouterr().out.splitlines()[0] == f"pyairir train: no checkpoint in {c.out}; starting from step 0"
+    train(config(tmp_path, steps=6), resume=True)  # continues from checkpoint-3, silently
+    assert "no checkpoint" not in capsys.readouterr().out
 
 
 def test_out_must_be_a_folder(tmp_path):
@@ -82,7 +95,8 @@ def test_temporary_names_are_unique_per_process_and_stale_ones_are_removed(tmp_p
     train(c)
     assert written == [f".checkpoint-3.{os.getpid()}.tmp"]
     assert sorted(p.name for p in run.iterdir()) == [".lock", "checkpoint-3", "config.json", "latest"]
-    assert "cleaned up after a killed run in" in capsys.readouterr().out
+    assert capsys.readouterr().out.splitlines()[0] == (f"pyairir train: cleaned up after a killed run in {c.out}: "
+                                                       "removed .checkpoint-3.4242.tmp; removed .latest.abcd1234")
 
 
 def test_a_kill_while_replacing_a_checkpoint_loses_nothing(tmp_path, monkeypatch, capsys):

@@ -55,6 +55,33 @@ def test_every_paradigm_trains_and_checkpoints(tmp_path, paradigm, args):
         assert model.steps == 6
 
 
+def test_trainer_takes_the_benchmark_set_and_optimizer_settings_it_is_given(tmp_path):
+    from pyairir.data import training_set
+    from tests.data.tree import make_training_tree
+
+    root = make_training_tree(tmp_path / "Train")
+    c = config(tmp_path, benchmark="3task", data=str(root), patch_size=16, seed=5, lr=5e-4, betas=[0.8, 0.95],
+               weight_decay=0.05)
+    trainer = Trainer(c)
+    expected = training_set(root, "3task", 16, 5)
+    assert trainer.data.entries == expected.entries and (trainer.data.patch_size, trainer.data.seed) == (16, 5)
+    group = trainer.optimizer.param_groups[0]
+    assert (group["initial_lr"], group["betas"], group["weight_decay"]) == (5e-4, (0.8, 0.95), 0.05)
+
+
+def test_cosine_schedule_values():
+    """Linear warmup to lr, then half a cosine from lr down to min_lr, at realistic settings."""
+    import math
+
+    c = TrainConfig(steps=1010, warmup_steps=10, lr=2e-4, min_lr=1e-6)
+    floor = 1e-6 / 2e-4
+    assert lr_factor(4, c) == pytest.approx(0.5, rel=1e-12)
+    assert lr_factor(10, c) == pytest.approx(1.0, rel=1e-12)  # the peak, right after warmup
+    assert lr_factor(510, c) == pytest.approx(floor + (1 - floor) / 2, rel=1e-12)  # half way down
+    assert lr_factor(760, c) == pytest.approx(floor + (1 - floor) * (1 + math.cos(math.pi * 0.75)) / 2, rel=1e-12)
+    assert lr_factor(1009, c) == pytest.approx(floor + (1 - floor) * (1 + math.cos(math.pi * 0.999)) / 2, rel=1e-12)
+
+
 def test_schedule_and_sampler():
     c = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr=0.1)
     assert lr_factor(0, c) == pytest.approx(0.1) and lr_factor(9, c) == pytest.approx(1.0)

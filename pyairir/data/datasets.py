@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from pyairir.data.degradations import SYNTHETIC, degrade, gaussian_noise
+from pyairir.data.degradations import SYNTHETIC, components, degrade, gaussian_noise
 from pyairir.data.io import ImageError, image_header, list_images, read_image
 
 CDD11_DEGRADATIONS = ("low", "haze", "rain", "snow", "low_haze", "low_rain", "low_snow", "haze_rain", "haze_snow",
@@ -246,8 +246,7 @@ def synthetic_set(clean: str | os.PathLike | list[Path], kinds: tuple[str, ...] 
     """Every clean image (a folder, or a list of files) under every synthetic degradation in
     `kinds` (noise, rain, haze, low_light, blur), `repeat` times; the task is the degradation."""
     files = list_images(clean, "synthetic training set") if not isinstance(clean, list) else clean
-    unknown = set(kinds) - set(SYNTHETIC)
-    if unknown:
-        raise ValueError(f"synthetic_set: unknown degradations {sorted(unknown)}; available: {', '.join(SYNTHETIC)}")
+    for kind in kinds:
+        components(kind)  # a clear error for an unknown one
     entries = [Entry(kind, path, synthetic=kind) for path in files for kind in kinds] * repeat
     return RestorationDataset(entries, patch_size, seed)

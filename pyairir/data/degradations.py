@@ -6,6 +6,7 @@ simple physical models, for demos and tests (the benchmarks' own degraded images
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -92,8 +93,25 @@ SYNTHETIC = {
 }
 
 
+FIXED_NOISE = re.compile(r"noise_(\d+(?:\.\d+)?)")  # noise_25: sigma 25 exactly
+
+
+def components(kind: str) -> list[str]:
+    """The degradations a kind applies, in order: one of SYNTHETIC, noise_<sigma> (Gaussian noise of
+    that sigma on the 0-255 scale, as PromptIR's noise_15/25/50 tasks), or a composite of those
+    joined by '+' ("rain+haze", "low_light+noise_25": CDD-11's composites). ValueError if unknown."""
+    parts = kind.split("+")
+    unknown = [p for p in parts if p not in SYNTHETIC and not FIXED_NOISE.fullmatch(p)]
+    if not kind or unknown:
+        raise ValueError(f"degrade: unknown degradation {kind!r}; available: {', '.join(SYNTHETIC)}, noise_<sigma> "
+                         "(e.g. noise_25), or several joined by '+' (e.g. rain+haze)")
+    return parts
+
+
 def degrade(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """One synthetic degradation by name: noise (sigma 15-50), rain, haze, low_light, blur."""
-    if kind not in SYNTHETIC:
-        raise ValueError(f"degrade: unknown degradation {kind!r}; available: {', '.join(SYNTHETIC)}")
-    return SYNTHETIC[kind](x, generator)
+    """A synthetic degradation by name (see components): noise (sigma 15-50), noise_<sigma>, rain,
+    haze, low_light, blur, or a composite such as rain+haze+noise_15, applied left to right."""
+    for part in components(kind):
+        fixed = FIXED_NOISE.fullmatch(part)
+        x = gaussian_noise(x, float(fixed[1]), generator, quantize=False) if fixed else SYNTHETIC[part](x, generator)
+    return x

@@ -68,6 +68,10 @@ def test_synthetic_set(tmp_path):
     dataset = synthetic_set(root / "Denoise", ("rain", "haze"), patch_size=16, repeat=2)
     assert len(dataset) == 2 * 2 * 2 and {e.task for e in dataset.entries} == {"rain", "haze"}
     assert not torch.equal(dataset[0]["degraded"], dataset[0]["clean"])
+    composite = synthetic_set(root / "Denoise", ("noise_25", "rain+haze"), patch_size=16)
+    assert {e.task for e in composite.entries} == {"noise_25", "rain+haze"}
+    with pytest.raises(ValueError, match=r"unknown degradation 'rain\+fog'"):
+        synthetic_set(root / "Denoise", ("rain", "rain+fog"))
 
 
 def test_dihedral_covers_the_eight_transforms():

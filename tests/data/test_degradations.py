@@ -47,6 +47,17 @@ def test_haze_follows_the_scattering_model():
     assert hazy[:, 0].mean() > hazy[:, -1].mean()  # farther (top) is hazier
 
 
-def test_unknown_degradation():
-    with pytest.raises(ValueError, match="unknown degradation 'fog'; available: noise, rain"):
-        degrade(torch.rand(3, 8, 8), "fog", generator())
+def test_fixed_noise_and_composites_apply_each_part_in_order():
+    clean = torch.rand(3, 48, 40, generator=generator(1))
+    g = generator(5)
+    expected = gaussian_noise(haze(SYNTHETIC["rain"](clean, g), g), 25, g, quantize=False)
+    assert torch.equal(degrade(clean, "rain+haze+noise_25", generator(5)), expected)
+    assert torch.equal(degrade(clean, "noise_15", generator(2)), gaussian_noise(clean, 15, generator(2), quantize=False))
+
+
+@pytest.mark.parametrize("kind", ["fog", "rain+fog", "noise_", "noise_x", "rain++haze", ""])
+def test_unknown_degradation(kind):
+    with pytest.raises(ValueError) as error:
+        degrade(torch.rand(3, 8, 8), kind, generator())
+    assert str(error.value) == (f"degrade: unknown degradation {kind!r}; available: noise, rain, haze, low_light, "
+                                "blur, noise_<sigma> (e.g. noise_25), or several joined by '+' (e.g. rain+haze)")

@@ -1,0 +1,545 @@
+"""Do the paradigms learn what their papers say they learn? A small-scale replication on CPU.
+
+    python -m benchmarks.learning                 # the full run: docs/learning.md and docs/learning/*.png
+    python -m benchmarks.learning --quick         # about a minute (tests/test_learning.py runs it)
+    python -m benchmarks.learning --out DIR       # where runs, results and (quick) the report go
+
+A small PromptIR is trained, under the same budget and seeds, plain and wrapped in each paradigm
+(Privilege Learning, SIPL, LUPI with both stages, CPL's sparse prompts without and with CPR) on
+an all-in-one task built from scikit-image's sample photos (no download): Gaussian noise
+sigma 15/25/50, rain, haze, low light and CDD-11-style composites (pyairir.data.degrade), and
+evaluated on held-out photos never trained on (pyairir.demo's HELD_OUT_PHOTOS) by PSNR/SSIM
+(PromptIR's protocol). Every run and every evaluation is kept in DIR, so an interrupted run
+resumes where it stopped (the trainer resumes mid-run from its checkpoints).
+
+The report gives per variant and degradation the mean and standard deviation over the seeds, the
+paired difference to the plain backbone with its 95 % confidence interval, SIPL's PSNR after 0-3
+refinement iterations and with the ground truth as privileged input, CPL's prompt-selection
+histograms, entropy and the mutual information between task and chosen prompt (against a
+shuffled-task baseline), LUPI's teacher and student after stage 1 and stage 2, and the mechanism
+checks (CHECKS) that must hold if the implementation is right; the full run fails if one does not.
+
+CPR needs VGG16 features, whose ImageNet weights cannot be downloaded here: the CPR variant uses
+a VGG16 with seeded random weights (pyairir.nn.VGGFeatures(random=True)); random convolutional
+features are a known, weaker, perceptual proxy. The report says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from pyairir._files import write_text_atomic
+from pyairir.data import degrade, write_image
+from pyairir.demo import HELD_OUT_PHOTOS, TRAINING_PHOTOS, sample_photo
+from pyairir.eval import psnr, restore, self_refine, ssim
+from pyairir.nn import SparsePromptModule
+from pyairir.train import TrainConfig, train
+from pyairir.train.trainer import Plain, build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("noise_15", "noise_25", "noise_50", "rain", "haze", "low_light", "rain+haze", "low_light+noise_25",
+         "rain+haze+noise_15")
+VARIANTS = ("plain", "pl", "sipl", "lupi", "cpl", "cpl_cpr")
+TITLES = {"plain": "PromptIR (plain)", "pl": "+ Privilege Learning", "sipl": "+ SIPL", "lupi": "+ LUPI",
+          "cpl": "+ CPL sparse prompts (no CPR)", "cpl_cpr": "+ CPL sparse prompts + CPR (random VGG16)"}
+REFINEMENTS = 3  # SIPL iterations reported: I^(0) ... I^(3)
+SHUFFLES = 200  # task permutations for the mutual information's baseline
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_args: dict
+    patch_size: int
+    batch_size: int
+    steps: int
+    lr: float
+    warmup_steps: int
+    checkpoint_every: int
+    eval_size: int  # held-out photos are centre-cropped to eval_size x eval_size
+    eval_draws: int  # degradations drawn per held-out photo and task
+    seeds: tuple[int, ...]
+    prior_dim: int = 64
+    estimator_width: int = 16
+
+
+# Sized for 3 hours on 2 cores: 6 variants x 3 seeds x 1000 steps.
+FULL = Settings(model_args=dict(dim=16, num_blocks=[1, 1, 1, 2], num_refinement_blocks=1), patch_size=64,
+                batch_size=8, steps=1000, lr=5e-4, warmup_steps=50, checkpoint_every=250, eval_size=128,
+                eval_draws=2, seeds=(0, 1, 2))
+QUICK = Settings(model_args=dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1), patch_size=32,
+                 batch_size=4, steps=4, lr=5e-4, warmup_steps=1, checkpoint_every=2, eval_size=32, eval_draws=1,
+                 seeds=(0, 1))
+
+
+# ------------------------------------------------------------------------------------- training
+
+def prepare_photos(out: Path) -> Path:
+    """The training photos as PNG files (written once)."""
+    folder = out / "photos"
+    for name in TRAINING_PHOTOS:
+        if not (folder / f"{name}.png").is_file():
+            write_image(folder / f"{name}.png", sample_photo(name))
+    return folder
+
+
+def random_vgg(out: Path) -> Path:
+    """A VGG16 with seeded random weights, as the file CPR's `cpl_vgg` setting reads."""
+    path = out / "vgg16-random.safetensors"
+    if not path.is_file():
+        from pyairir.nn.vgg import VGGFeatures
+
+        torch.manual_seed(1234)
+        vgg = VGGFeatures(random=True)
+        save_file({f"features.{k}": v.contiguous() for k, v in vgg.features.state_dict().items()}, path)
+    return path
+
+
+def config(variant: str, seed: int, settings: Settings, out: Path, quick: bool) -> TrainConfig:
+    paradigm = {"plain": "none", "cpl_cpr": "cpl"}.get(variant, variant)
+    args: dict = {}
+    if variant == "sipl":
+        args = {"train_size": settings.patch_size}
+    elif variant == "lupi":
+        args = {"prior_dim": settings.prior_dim, "estimator_width": settings.estimator_width}
+    return TrainConfig(model="promptir", model_args=settings.model_args, fast=True, paradigm=paradigm,
+                       paradigm_args=args, data=str(out / "photos"), benchmark="synthetic", synthetic_kinds=TASKS,
+                       patch_size=settings.patch_size, batch_size=settings.batch_size, steps=settings.steps,
+                       lr=settings.lr, warmup_steps=settings.warmup_steps, seed=seed,
+                       checkpoint_every=settings.checkpoint_every, out=str(out / "runs" / f"{variant}-seed{seed}"),
+                       lupi_stage2_at=settings.steps // 2 if variant == "lupi" else None,
+                       cpl_vgg=str(random_vgg(out)) if variant == "cpl_cpr" else None, progress=not quick)
+
+
+def trained(c: TrainConfig, step: int | None = None) -> torch.nn.Module:
+    """The model of run `c` at its last checkpoint (or at `step`), training or resuming it first."""
+    run = Path(c.out)
+    if not (run / f"checkpoint-{c.steps}").is_dir():
+        train(c, resume=run.is_dir())
+    model = build_model(c)
+    checkpoint = run / f"checkpoint-{step or c.steps}"
+    model.load_state_dict(load_file(checkpoint / "model.safetensors"))
+    alpha_steps = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)["alpha_steps"]
+    if alpha_steps is not None:  # Privilege Learning's schedule position (kept with the trainer's state)
+        model.steps = alpha_steps
+    if getattr(model, "stage", None) == 2:  # LUPI in stage 2: the teacher frozen, as the trainer has it
+        model.begin_stage2()
+    return (model.model if isinstance(model, Plain) else model).eval()
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+def held_out(settings: Settings) -> list[dict]:
+    """The evaluation samples: each held-out photo, centre-cropped, under each task, eval_draws
+    times with fixed seeds."""
+    samples = []
+    for p, name in enumerate(HELD_OUT_PHOTOS):
+        photo = sample_photo(name)
+        h, w = photo.shape[-2:]
+        top, left = (h - settings.eval_size) // 2, (w - settings.eval_size) // 2
+        clean = photo[:, top: top + settings.eval_size, left: left + settings.eval_size].contiguous()
+        for t, task in enumerate(TASKS):
+            for draw in range(settings.eval_draws):
+                generator = torch.Generator().manual_seed(10_000 + 1000 * p + 10 * t + draw)
+                samples.append({"photo": name, "task": task, "clean": clean,
+                                "degraded": degrade(clean, task, generator)})
+    return samples
+
+
+def scores(outputs: list[torch.Tensor], samples: list[dict]) -> dict[str, dict[str, float]]:
+    """{task: {"psnr", "ssim"}}: means over the task's samples, plus "average" over the tasks."""
+    per_task: dict[str, list[tuple[float, float]]] = {}
+    for out, sample in zip(outputs, samples):
+        clean = sample["clean"][None]
+        restored = out.clamp(0, 1)[None]
+        per_task.setdefault(sample["task"], []).append((float(psnr(restored, clean)), float(ssim(restored, clean))))
+    table = {task: {"psnr": sum(v[0] for v in values) / len(values), "ssim": sum(v[1] for v in values) / len(values)}
+             for task, values in per_task.items()}
+    table["average"] = {k: sum(table[t][k] for t in TASKS) / len(TASKS) for k in ("psnr", "ssim")}
+    return table
+
+
+def mutual_information(tasks: list[str], choices: list[int]) -> float:
+    """I(task; chosen prompt) in bits, from the joint counts of (task, choice) pairs."""
+    joint: dict[tuple[str, int], int] = {}
+    for pair in zip(tasks, choices):
+        joint[pair] = joint.get(pair, 0) + 1
+    n = len(tasks)
+    task_counts = {t: tasks.count(t) for t in set(tasks)}
+    choice_counts = {c: choices.count(c) for c in set(choices)}
+    return sum(k / n * math.log2(k * n / (task_counts[t] * choice_counts[c])) for (t, c), k in joint.items())
+
+
+def prompt_statistics(model: torch.nn.Module, samples: list[dict]) -> dict:
+    """Per prompt level: per-task histograms of the (top-1) chosen prompt, entropy of the mean
+    selection probabilities per task, I(task; prompt) and its shuffled-task baseline."""
+    modules = [m for m in model.modules() if isinstance(m, SparsePromptModule)]
+    choices: list[list[int]] = [[] for _ in modules]
+    probabilities: list[dict[str, torch.Tensor]] = [{} for _ in modules]
+    with torch.no_grad():
+        for sample in samples:
+            restore(model, sample["degraded"])
+            for i, m in enumerate(modules):
+                choices[i].append(int(m.last_selection[0, 0]))
+                p = m.last_probabilities[0].float()
+                probabilities[i][sample["task"]] = probabilities[i].get(sample["task"], 0) + p
+    tasks = [s["task"] for s in samples]
+    generator = torch.Generator().manual_seed(0)
+    levels = []
+    for i, m in enumerate(modules):
+        n = int(m.last_probabilities.shape[-1])
+        histograms = {t: [sum(1 for task, c in zip(tasks, choices[i]) if task == t and c == k) for k in range(n)]
+                      for t in TASKS}
+        entropy = {}
+        for t in TASKS:
+            mean = probabilities[i][t] / tasks.count(t)
+            entropy[t] = float(-(mean * mean.clamp_min(1e-12).log2()).sum())
+        shuffled = [mutual_information([tasks[j] for j in torch.randperm(len(tasks), generator=generator).tolist()],
+                                       choices[i]) for _ in range(SHUFFLES)]
+        shuffled.sort()
+        levels.append({"level": i + 1, "prompts": n, "histograms": histograms, "entropy_bits": entropy,
+                       "mutual_information_bits": mutual_information(tasks, choices[i]),
+                       "shuffled_mean_bits": sum(shuffled) / len(shuffled),
+                       "shuffled_95th_bits": shuffled[int(0.95 * len(shuffled))]})
+    return {"levels": levels}
+
+
+def gradient_coverage(model: torch.nn.Module, c: TrainConfig, batches: int = 4) -> list[str]:
+    """Trainable parameters that receive no gradient from the training loss over `batches`
+    batches spread over the run's training set: their names, empty if every one does (the
+    modules a backbone declares unused, PromptIR's six dead convolutions, left out)."""
+    from pyairir.data import synthetic_set
+    from pyairir.train.trainer import collate
+
+    data = synthetic_set(c.data, c.synthetic_kinds, c.patch_size, c.seed)
+    wrapped = (model if hasattr(model, "training_loss") else Plain(model)).train()
+    total = {name: 0.0 for name, p in wrapped.named_parameters() if p.requires_grad}
+    stride = max(1, len(data) // batches)
+    for b in range(batches):
+        batch = collate([data[(i * stride + b) % len(data)] for i in range(c.batch_size)])
+        wrapped.zero_grad(set_to_none=True)
+        wrapped.training_loss(batch["degraded"], batch["clean"])["loss"].backward()
+        for name, p in wrapped.named_parameters():
+            if name in total and p.grad is not None:
+                total[name] += float(p.grad.abs().sum())
+    wrapped.zero_grad(set_to_none=True)
+    model.eval()
+    unused = tuple(f"{m}." for m in getattr(getattr(model, "backbone", model), "unused_modules", ()))
+    names = [name.removeprefix("model.") for name, g in total.items() if g == 0]
+    return sorted(name for name in names if not name.startswith(unused))
+
+
+def evaluate_run(variant: str, seed: int, settings: Settings, out: Path, quick: bool) -> dict:
+    """Trains (or resumes) one run and measures it; the result is kept in out/results/."""
+    path = out / "results" / f"{variant}-seed{seed}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    c = config(variant, seed, settings, out, quick)
+    start = time.perf_counter()
+    model = trained(c)
+    samples = held_out(settings)
+    with torch.no_grad():
+        result: dict = {"variant": variant, "seed": seed, "train_seconds": None,
+                        "scores": scores([restore(model, s["degraded"]) for s in samples], samples)}
+    result["train_seconds"] = _train_seconds(Path(c.out))
+    result["no_gradient"] = gradient_coverage(model, c)
+    if variant == "sipl":
+        with torch.no_grad():
+            iterates = [self_refine(model, s["degraded"][None], REFINEMENTS) for s in samples]
+            result["refinement"] = [scores([it[t][0] for it in iterates], samples)["average"]["psnr"]
+                                    for t in range(REFINEMENTS + 1)]
+            guided = [model.restore(s["degraded"][None], guide=s["clean"][None])[1][0] for s in samples]
+            result["guided"] = scores(guided, samples)["average"]["psnr"]
+        result["dictionary_norms"] = {name: float(p.detach().norm()) for name, p in model.named_parameters()
+                                      if name.startswith("privileged_dictionary")}
+    if variant == "lupi":
+        result["lupi"] = {}
+        for stage, step in (("stage 1", c.lupi_stage2_at), ("stage 2", c.steps)):
+            at = trained(c, step)
+            with torch.no_grad():
+                teacher = [at.restore_with_prior(s["degraded"][None],
+                                                 at.teacher(s["degraded"][None], s["clean"][None]))[0] for s in samples]
+                student = [restore(at, s["degraded"]) for s in samples]
+            result["lupi"][stage] = {"teacher": scores(teacher, samples)["average"]["psnr"],
+                                     "student": scores(student, samples)["average"]["psnr"],
+                                     "no_gradient": gradient_coverage(at, c) if stage == "stage 1" else None}
+    if variant.startswith("cpl"):
+        result["prompts"] = prompt_statistics(model, samples)
+    result["evaluate_seconds"] = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(result, indent=1))
+    return result
+
+
+def _train_seconds(run: Path) -> float | None:
+    """Wall time of the run's training, from its checkpoints' times (first to last, plus the first
+    interval), or None if not known."""
+    times = sorted(p.stat().st_mtime for p in run.glob("checkpoint-*/model.safetensors"))
+    if len(times) < 2:
+        return None
+    return times[-1] - times[0] + (times[1] - times[0])
+
+
+# ------------------------------------------------------------------------------------ statistics
+
+def t_quantile(df: int) -> float:
+    """The 97.5 % quantile of Student's t with df degrees of freedom (for 95 % intervals)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan"))
+
+
+def paired(values: list[float], baseline: list[float]) -> tuple[float, float, float]:
+    """(mean difference, 95 % CI low, high) of paired samples (same seeds)."""
+    differences = [v - b for v, b in zip(values, baseline)]
+    mean, sd = mean_sd(differences)
+    half = t_quantile(len(differences) - 1) * sd / math.sqrt(len(differences))
+    return mean, mean - half, mean + half
+
+
+def summarise(results: dict[str, list[dict]]) -> dict:
+    """Aggregates over seeds: per variant and task mean/sd PSNR and SSIM, paired difference to
+    plain, and the paradigm-specific measurements."""
+    summary: dict = {"variants": {}}
+    for variant, runs in results.items():
+        entry: dict = {"tasks": {}}
+        for task in (*TASKS, "average"):
+            p = [r["scores"][task]["psnr"] for r in runs]
+            s = [r["scores"][task]["ssim"] for r in runs]
+            base = [r["scores"][task]["psnr"] for r in results["plain"]]
+            entry["tasks"][task] = {"psnr": mean_sd(p), "ssim": mean_sd(s),
+                                    "vs_plain": paired(p, base) if variant != "plain" else None}
+        entry["no_gradient"] = sorted({n for r in runs for n in r["no_gradient"]})
+        if variant == "sipl":
+            entry["refinement"] = [mean_sd([r["refinement"][t] for r in runs]) for t in range(REFINEMENTS + 1)]
+            entry["guided"] = mean_sd([r["guided"] for r in runs])
+            entry["guided_vs_unguided"] = paired([r["guided"] for r in runs], [r["refinement"][0] for r in runs])
+            entry["dictionary_norm_min"] = min(v for r in runs for v in r["dictionary_norms"].values())
+        if variant == "lupi":
+            entry["lupi"] = {stage: {who: mean_sd([r["lupi"][stage][who] for r in runs])
+                                     for who in ("teacher", "student")} for stage in ("stage 1", "stage 2")}
+            entry["stage1_no_gradient"] = sorted({n for r in runs for n in r["lupi"]["stage 1"]["no_gradient"]})
+        if variant.startswith("cpl"):
+            entry["prompts"] = [_prompt_level([r["prompts"]["levels"][i] for r in runs])
+                                for i in range(len(runs[0]["prompts"]["levels"]))]
+        summary["variants"][variant] = entry
+    return summary
+
+
+def _prompt_level(levels: list[dict]) -> dict:
+    """One prompt level's statistics over the seeds (levels: that level's measurement per seed)."""
+    return {"mutual_information_bits": mean_sd([lv["mutual_information_bits"] for lv in levels]),
+            "shuffled_95th_bits": max(lv["shuffled_95th_bits"] for lv in levels),
+            "entropy_bits": {t: mean_sd([lv["entropy_bits"][t] for lv in levels]) for t in TASKS},
+            "histograms": {t: [sum(lv["histograms"][t][k] for lv in levels) for k in range(levels[0]["prompts"])]
+                           for t in TASKS}}
+
+
+# -------------------------------------------------------------------------------- mechanism checks
+
+def checks(summary: dict) -> list[tuple[str, bool, str]]:
+    """What must hold if the implementation is right: (check, passed, the numbers)."""
+    v = summary["variants"]
+    out = []
+    if "sipl" in v:
+        g = v["sipl"]["guided_vs_unguided"]
+        out.append(("SIPL: the ground-truth-guided pass beats the unguided one (95 % CI above 0)", g[1] > 0,
+                    f"guided - unguided {g[0]:+.2f} dB [{g[1]:+.2f}, {g[2]:+.2f}]"))
+        norm = v["sipl"]["dictionary_norm_min"]
+        out.append(("SIPL: every Privileged Dictionary has moved from its zero init", norm > 0,
+                    f"smallest dictionary norm {norm:.3g}"))
+    if "lupi" in v:
+        s1, s2 = v["lupi"]["lupi"]["stage 1"], v["lupi"]["lupi"]["stage 2"]
+        gap1, gap2 = s1["teacher"][0] - s1["student"][0], s2["teacher"][0] - s2["student"][0]
+        out.append(("LUPI: the teacher beats its stage-1 student", gap1 > 0,
+                    f"teacher {s1['teacher'][0]:.2f} dB, student {s1['student'][0]:.2f} dB after stage 1"))
+        out.append(("LUPI: stage 2 narrows the teacher-student gap", gap2 < gap1,
+                    f"gap {gap1:.2f} dB after stage 1, {gap2:.2f} dB after stage 2"))
+    for variant in ("cpl", "cpl_cpr"):
+        if variant in v:
+            levels = v[variant]["prompts"]
+            informative = [lv["mutual_information_bits"][0] > lv["shuffled_95th_bits"] for lv in levels]
+            out.append((f"{variant}: the chosen prompt carries information about the task at some level "
+                        "(I(task; prompt) above the 95th percentile of shuffled tasks)", any(informative),
+                        "; ".join(f"level {i + 1}: {lv['mutual_information_bits'][0]:.3f} vs "
+                                  f"{lv['shuffled_95th_bits']:.3f} bits" for i, lv in enumerate(levels))))
+    missing = {variant: entry["no_gradient"] for variant, entry in v.items()}
+    if "lupi" in v:
+        missing["lupi stage 1"] = [n for n in v["lupi"]["stage1_no_gradient"] if not n.startswith("student.")]
+    unused = {k: [n for n in names if "prompt_param" not in n] for k, names in missing.items()}
+    out.append(("every trainable parameter receives gradient (LUPI's student in stage 1 excepted: it is trained in "
+                "stage 2; CPL's unselected prompts are listed apart)", not any(unused.values()),
+                "; ".join(f"{k}: {', '.join(n) or 'all'}" for k, n in unused.items() if n) or "all do"))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ report
+
+def _pm(value: tuple[float, float], digits: int = 2) -> str:
+    mean, sd = value
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if not math.isnan(sd) else f"{mean:.{digits}f}"
+
+
+def report(summary: dict, settings: Settings, seconds: float, quick: bool, figures: dict[str, str]) -> str:
+    v = summary["variants"]
+    commit = _commit()
+    lines = ["# Do the paradigms learn? A small-scale replication on CPU", "",
+             f"Written by `python -m benchmarks.learning{' --quick' if quick else ''}` at commit {commit} "
+             f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.processor() or platform.machine()}, "
+             f"torch {torch.__version__}, {torch.get_num_threads()} threads); wall time {seconds / 60:.1f} min.", "",
+             "## How it was run", "",
+             f"- Backbone: PromptIR with {settings.model_args} (fast kernels), trained with AdamW (lr "
+             f"{settings.lr}, {settings.warmup_steps} warm-up steps, cosine), batch {settings.batch_size} of "
+             f"{settings.patch_size}x{settings.patch_size} crops, {settings.steps} steps, seeds "
+             f"{', '.join(map(str, settings.seeds))}; every variant the same budget and seeds.",
+             f"- Training photos: scikit-image's {', '.join(TRAINING_PHOTOS)}; held out (never trained on): "
+             f"{', '.join(HELD_OUT_PHOTOS)}, centre {settings.eval_size}x{settings.eval_size}, "
+             f"{settings.eval_draws} degradation draw(s) each with fixed seeds.",
+             f"- Tasks (pyairir.data.degrade): {', '.join(TASKS)}.",
+             "- PSNR/SSIM: pyairir.eval (PromptIR's protocol, RGB). ± is the standard deviation over seeds; "
+             "\"vs plain\" is the mean paired difference to the plain backbone (same seed) with its 95 % "
+             "confidence interval (Student's t).",
+             "- LUPI: stage 2 from half-way; prior dimension "
+             f"{settings.prior_dim}, estimator width {settings.estimator_width}.",
+             "- CPR: VGG16 ImageNet weights cannot be downloaded here; `cpl_cpr` uses a VGG16 with seeded "
+             "random weights as the feature extractor (a weaker perceptual proxy). `cpl` is the sparse "
+             "prompts alone.", ""]
+    lines += ["## PSNR (dB) on the held-out photos", "",
+              "| variant | " + " | ".join(TASKS) + " | average | vs plain (average) |",
+              "|---|" + "---:|" * (len(TASKS) + 2)]
+    for variant, entry in v.items():
+        t = entry["tasks"]
+        d = t["average"]["vs_plain"]
+        vs = f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]" if d else "—"
+        lines.append(f"| {TITLES[variant]} | " + " | ".join(_pm(t[k]["psnr"]) for k in TASKS)
+                     + f" | {_pm(t['average']['psnr'])} | {vs} |")
+    lines += ["", "SSIM:", "", "| variant | " + " | ".join(TASKS) + " | average |",
+              "|---|" + "---:|" * (len(TASKS) + 1)]
+    for variant, entry in v.items():
+        t = entry["tasks"]
+        lines.append(f"| {TITLES[variant]} | " + " | ".join(_pm(t[k]["ssim"], 3) for k in (*TASKS, "average")) + " |")
+    if "sipl" in v:
+        s = v["sipl"]
+        lines += ["", "## SIPL: self-refinement and the ground-truth-guided upper bound", "",
+                  "| | " + " | ".join(f"I^({t})" for t in range(REFINEMENTS + 1)) + " | GT-guided |",
+                  "|---|" + "---:|" * (REFINEMENTS + 2),
+                  "| PSNR (dB) | " + " | ".join(_pm(x) for x in s["refinement"]) + f" | {_pm(s['guided'])} |"]
+        if "sipl" in figures:
+            lines += ["", f"![SIPL PSNR per iteration]({figures['sipl']})"]
+    if "lupi" in v:
+        lu = v["lupi"]["lupi"]
+        lines += ["", "## LUPI: teacher (privileged estimator) and student (predictor)", "",
+                  "| after | teacher R(I_d, D_T(I_d, I_c)) | student R(I_d, D_S(I_d)) |", "|---|---:|---:|"]
+        lines += [f"| {stage} | {_pm(lu[stage]['teacher'])} | {_pm(lu[stage]['student'])} |" for stage in lu]
+    for variant in ("cpl", "cpl_cpr"):
+        if variant in v:
+            lines += ["", f"## {TITLES[variant]}: prompt selection", "",
+                      "| level | I(task; prompt) bits | shuffled tasks, 95th percentile | mean entropy bits |",
+                      "|---|---:|---:|---:|"]
+            for i, lv in enumerate(v[variant]["prompts"]):
+                mean_entropy = sum(e[0] for e in lv["entropy_bits"].values()) / len(TASKS)
+                lines.append(f"| {i + 1} | {_pm(lv['mutual_information_bits'], 3)} | {lv['shuffled_95th_bits']:.3f} "
+                             f"| {mean_entropy:.2f} |")
+            level = v[variant]["prompts"][0]
+            lines += ["", "Chosen prompt per task (level 1, summed over seeds and samples):", "",
+                      "| task | " + " | ".join(f"prompt {k + 1}" for k in range(len(level["histograms"][TASKS[0]])))
+                      + " |", "|---|" + "---:|" * len(level["histograms"][TASKS[0]])]
+            lines += [f"| {t} | " + " | ".join(map(str, level["histograms"][t])) + " |" for t in TASKS]
+            if variant in figures:
+                lines += ["", f"![{variant} prompt selection]({figures[variant]})"]
+    lines += ["", "## Mechanism checks", "", "| check | holds | measured |", "|---|---|---|"]
+    lines += [f"| {name} | {'yes' if ok else '**no**'} | {detail} |" for name, ok, detail in checks(summary)]
+    return "\n".join(lines) + "\n"
+
+
+def _commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def figures(summary: dict, folder: Path, relative_to: Path) -> dict[str, str]:
+    """SIPL's PSNR per iteration and CPL's prompt selection, as PNG files; {name: relative path}."""
+    from pyairir.eval import plots
+
+    written = {}
+    v = summary["variants"]
+    if "sipl" in v:
+        path = plots.psnr_per_iteration([m for m, _ in v["sipl"]["refinement"]], folder / "sipl_refinement.png")
+        written["sipl"] = str(path.relative_to(relative_to))
+    for variant in ("cpl", "cpl_cpr"):
+        if variant in v:
+            level = v[variant]["prompts"][0]
+            probabilities = {t: torch.tensor(h, dtype=torch.float) / max(1, sum(h))
+                             for t, h in level["histograms"].items()}
+            entropies = {t: e[0] for t, e in level["entropy_bits"].items()}
+            path = plots.prompt_selection(probabilities, entropies, folder / f"{variant}_prompts.png",
+                                          title=f"{variant}: chosen prompt per task (level 1)")
+            written[variant] = str(path.relative_to(relative_to))
+    return written
+
+
+# -------------------------------------------------------------------------------------------- main
+
+def run(out: Path, settings: Settings, quick: bool, variants: tuple[str, ...] = VARIANTS) -> tuple[dict, float]:
+    """Trains and evaluates every variant and seed (resuming what out/ holds); (summary, seconds)."""
+    start = time.perf_counter()
+    prepare_photos(out)
+    results = {variant: [] for variant in variants}
+    for seed in settings.seeds:
+        for variant in variants:
+            if not quick:
+                print(f"benchmarks.learning: {variant}, seed {seed}", flush=True)
+            results[variant].append(evaluate_run(variant, seed, settings, out, quick))
+    return summarise(results), time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny model and a few steps (about a minute)")
+    parser.add_argument("--out", help="runs and results (default runs/learning, runs/learning-quick with --quick)")
+    parser.add_argument("--doc", help="the report (default docs/learning.md; with --quick OUT/learning.md)")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    out = Path(args.out or ROOT / "runs" / ("learning-quick" if args.quick else "learning"))
+    doc = Path(args.doc) if args.doc else (out / "learning.md" if args.quick else ROOT / "docs" / "learning.md")
+    meta = out / "settings.json"
+    if meta.is_file() and json.loads(meta.read_text()) != json.loads(json.dumps(asdict(settings))):
+        print(f"benchmarks.learning: {out} holds runs with other settings; choose another --out", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(meta, json.dumps(asdict(settings)))
+    summary, seconds = run(out, settings, args.quick)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    made = figures(summary, doc.parent / "learning", doc.parent)
+    write_text_atomic(doc, report(summary, settings, seconds, args.quick, made))
+    print(f"benchmarks.learning: wrote {doc} ({seconds / 60:.1f} min)")
+    failed = [name for name, ok, _ in checks(summary) if not ok]
+    if failed and not args.quick:
+        print("benchmarks.learning: mechanism checks that do not hold:\n  " + "\n  ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,61 @@
+"""benchmarks/learning.py, the small-scale replication of the papers' claims: its statistics on
+hand-computed cases, its gradient check on a parameter that gets none, and the --quick run
+end to end (every variant trains, is evaluated and reported; a second run resumes)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import pyairir
+from benchmarks import learning
+
+
+def test_mutual_information_by_hand():
+    tasks = ["rain", "rain", "haze", "haze"]
+    assert learning.mutual_information(tasks, [0, 0, 1, 1]) == pytest.approx(1.0)  # the prompt names the task
+    assert learning.mutual_information(tasks, [0, 1, 0, 1]) == pytest.approx(0.0)  # independent
+    # I = H(prompt) - H(prompt | task) = H(3/4, 1/4) - (1/2) H(1/2, 1/2) = 0.8113 - 0.5
+    assert learning.mutual_information(tasks, [0, 0, 0, 1]) == pytest.approx(0.8112781 - 0.5, rel=1e-6)
+
+
+def test_paired_interval_by_hand():
+    mean, low, high = learning.paired([1.0, 2.0, 4.0], [0.0, 0.0, 0.0])
+    half = 4.302652729911275 * math.sqrt(7 / 3) / math.sqrt(3)  # t(0.975, 2) s / sqrt(n)
+    assert (mean, low, high) == pytest.approx((7 / 3, 7 / 3 - half, 7 / 3 + half))
+    assert learning.mean_sd([2.0, 4.0]) == pytest.approx((3.0, math.sqrt(2)))
+
+
+def test_gradient_check_names_a_parameter_without_gradient(tmp_path):
+    c = learning.config("plain", 0, learning.QUICK, tmp_path, quick=True)
+    learning.prepare_photos(tmp_path)
+    torch.manual_seed(0)
+    model = pyairir.create_model("promptir", **learning.QUICK.model_args)
+    assert learning.gradient_coverage(model, c, batches=1) == []  # PromptIR's declared dead convs left out
+    model.output.weight.register_hook(lambda grad: torch.zeros_like(grad))  # as a misplaced detach would
+    assert learning.gradient_coverage(model, c, batches=1) == ["output.weight"]
+
+
+def test_quick_run_trains_evaluates_and_reports_every_variant(tmp_path):
+    assert learning.main(["--quick", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    variants = summary["variants"]
+    assert list(variants) == list(learning.VARIANTS)
+    for entry in variants.values():
+        assert set(entry["tasks"]) == {*learning.TASKS, "average"}
+        assert all(3 < t["psnr"][0] < 40 and 0 < t["ssim"][0] < 1 for t in entry["tasks"].values())  # dB, not NaN
+        assert entry["no_gradient"] == []
+    assert len(variants["sipl"]["refinement"]) == learning.REFINEMENTS + 1
+    assert set(variants["lupi"]["lupi"]) == {"stage 1", "stage 2"}
+    assert len(variants["cpl"]["prompts"]) == 3 and len(variants["cpl_cpr"]["prompts"]) == 3
+    report = (tmp_path / "learning.md").read_text()
+    assert "## Mechanism checks" in report and "(learning/sipl_refinement.png)" in report
+    assert (tmp_path / "learning" / "cpl_prompts.png").is_file()
+    results = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert results == sorted(f"{v}-seed{s}.json" for v in learning.VARIANTS for s in learning.QUICK.seeds)
+    before = (tmp_path / "summary.json").read_text()
+    assert learning.main(["--quick", "--out", str(tmp_path)]) == 0  # resumes: nothing trained again
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(before)

@@ -53,11 +53,13 @@ class Job:
 
 
 class _PassCounter:
-    """Counts the model's forward passes (tiles, refinement passes) into a job's progress."""
+    """Counts the model's passes (tiles, and SIPL's refinement passes) into a job's progress: its
+    forward calls, or for SIPL the calls of its shallowest fusion block (`cross_p1`), which every
+    decoder pass runs once, also the refinement passes that do not go through forward."""
 
     def __init__(self, model: nn.Module) -> None:
         self.job: Job | None = None
-        model.register_forward_hook(self._count)
+        getattr(model, "cross_p1", model).register_forward_hook(self._count)
 
     def _count(self, *_) -> None:
         if self.job is not None:
@@ -207,7 +209,7 @@ class RestorationService:
         passes = (self.iterations or 0) + 1
         job.stage, job.done = "restoring", 0
         job.total = passes * (tile_count(height, width, tile, self.overlap) if tile else 1)
-        self._passes.job = job  # (SIPL's untiled refinement passes do not call the model: counted at the end)
+        self._passes.job = job
         self._prompts.reset()
         start = time.perf_counter()
         with torch.no_grad():
@@ -216,7 +218,6 @@ class RestorationService:
             else:
                 outputs = [restorer(self.model, tile, self.overlap)(degraded[None])]
         seconds = time.perf_counter() - start
-        job.done = job.total
         outputs = [o[0].clamp(0, 1) for o in outputs]
         if not all(torch.isfinite(o).all() for o in outputs):
             raise ImageError("the model's output is not finite (NaN or Inf): its weights are broken")

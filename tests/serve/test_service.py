@@ -169,9 +169,16 @@ def test_sipl_returns_every_iterate_and_cpl_its_prompts():
     service = RestorationService(sipl, "sipl", iterations=2)
     image = photo(40, 48)
     try:
+        tiled = RestorationService(sipl, "sipl", iterations=2, tile=32, overlap=8)
+        try:
+            status = wait(tiled, tiled.submit(png(image)).id)
+            assert status["done"] == status["total"] == 3 * 4  # 3 passes of 2 x 2 tiles
+        finally:
+            tiled.close()
         status = wait(service, service.submit(png(image), degradation="rain").id)
         result = status["result"]
         assert result["iterates"] == ["iterate-0", "iterate-1", "iterate-2"] and len(result["metrics"]["iterates"]) == 3
+        assert status["done"] == status["total"] == 3  # every decoder pass counted as progress
         shown = read_image(service.file(status["id"], "input"))
         expected = self_refine(sipl, shown[None], 2)
         for name, iterate in zip(result["iterates"], expected):

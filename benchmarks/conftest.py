@@ -151,8 +151,6 @@ TARGETS = [
     Claim("AdaIR fast fp32 vs official eager fp32, 3x256x256", "adair inference", "official eager fp32", "fast fp32",
           2.5),
     Claim("AdaIR fast fp32 vs torch.compile fp32", "adair inference", "compile fp32", "fast fp32", 1.0),
-    Claim("AdaIR fast bf16 vs torch.compile of the same bf16 model", "adair inference", "compile bf16", "fast bf16",
-          1.0),
     Claim("AdaIR fast bf16 vs official eager + bf16 autocast", "adair inference", "official eager bf16 autocast",
           "fast bf16", 2.5),
     Claim("AdaIR accelerate() on the official structure / fast model, fp32 (within 10%)", "adair inference",

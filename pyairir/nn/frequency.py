@@ -142,13 +142,16 @@ class FreModule(nn.Module):
         return (inside_h[:, :, None] & inside_w[:, None, :]).to(x.dtype)[:, None]
 
     def bands(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(high, low): the magnitudes of conv1(image)'s spectrum outside and inside band_mask."""
+        """(high, low): the magnitudes of conv1(image)'s spectrum outside and inside band_mask.
+        The transforms run in float32 at least (torch has no bf16/fp16 FFT on the CPU); the bands
+        come back in the input's dtype."""
         x = self.conv1(image)
         h, w = x.shape[-2:]
         mask = self.band_mask(x)
         # The mask is centred on the shifted spectrum: shift it back instead of shifting the spectrum.
         mask = torch.roll(mask, shifts=(-(h // 2), -(w // 2)), dims=(2, 3))
-        spectrum = torch.fft.fft2(x, norm="forward")
-        high = torch.fft.ifft2(spectrum * (1 - mask), norm="forward").abs()
-        low = torch.fft.ifft2(spectrum * mask, norm="forward").abs()
-        return high, low
+        wide = torch.promote_types(x.dtype, torch.float32)
+        spectrum = torch.fft.fft2(x.to(wide), norm="forward")
+        high = torch.fft.ifft2(spectrum * (1 - mask.to(wide)), norm="forward").abs()
+        low = torch.fft.ifft2(spectrum * mask.to(wide), norm="forward").abs()
+        return high.to(x.dtype), low.to(x.dtype)

@@ -70,7 +70,7 @@ class CPL(Paradigm):
         channels = backbone.stage_channels()
         for k, stage in zip(range(len(self.stages), 0, -1), self.stages):
             c = channels[stage]
-            prompt_dim, size = max(c // 2, 1), max(128 // self.stage_scale(stage), 1)
+            prompt_dim, size = c // 2, 128 // self.stage_scale(stage)
             self.add_module(f"prompt{k}", SparsePromptModule(prompt_dim, prompt_len, size, c, top_k, renormalize))
             self.add_module(f"noise_level{k}", TransformerBlock(c + prompt_dim, 1, 2.66, False, "WithBias"))
             self.add_module(f"reduce_noise_level{k}", nn.Conv2d(c + prompt_dim, c, kernel_size=1, bias=False))

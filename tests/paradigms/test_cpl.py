@@ -175,6 +175,17 @@ def test_without_cpr_the_loss_is_the_reconstruction_alone(vgg):
     assert set(with_cpr) == {"loss", "l1", "cpr"} and calls  # alpha 1 (any alpha but 0) adds CPR
 
 
+def test_the_training_loss_draws_its_negatives_from_the_generator_given():
+    """One negative among 4 unselected prompts: the CPR term depends on which; the same generator
+    seed gives the same term, and across seeds the terms differ."""
+    model = CPL(backbone("promptir"), vgg=VGGFeatures(random=True), negatives=1)
+    degraded, clean = batch()
+    with torch.no_grad():
+        cpr = [model.training_loss(degraded, clean, torch.Generator().manual_seed(s))["cpr"].item()
+               for s in (0, 0, 1, 2, 3)]
+    assert cpr[0] == cpr[1] and len(set(cpr)) > 1, cpr
+
+
 def test_negatives_use_mismatched_prompts():
     model = CPL(backbone("promptir"), vgg=VGGFeatures(random=True))
     degraded, _ = batch()
@@ -279,9 +290,15 @@ def test_construction_defaults_and_checks():
     assert model.noise_level3.attn.num_heads == 1 and model.noise_level3.ffn.project_in.out_channels == 2 * int(
         96 * 2.66)
     assert model.reduce_noise_level3.bias is None and model.reduce_noise_level3.out_channels == 64
+    assert "noise_level3.attn.qkv.bias" not in model.state_dict()  # bias-free, as CPLIR's noise blocks
+    shallow = CPL(backbone("restormer"), stages=("level1",), renormalize=False)
+    assert tuple(shallow.prompt1.prompt_param.shape) == (1, 5, 8, 128, 128)  # full resolution: 128 x 128
+    assert [m.renormalize for m in shallow.prompt_modules()] == [False]
     promptir = backbone("promptir")
     old = promptir.prompt1.prompt_param
-    assert CPL(promptir, top_k=2, negatives=3).backbone.prompt1.prompt_param is old
+    reused = CPL(promptir, top_k=2, negatives=3, renormalize=False)
+    assert reused.backbone.prompt1.prompt_param is old and reused.stages == ()
+    assert all((m.top_k, m.renormalize) == (2, False) for m in reused.prompt_modules())
     for kwargs, message in [(dict(negatives=0), "CPL: negatives must be in [1, prompt_len - top_k = 4], got 0"),
                             (dict(negatives=5), "CPL: negatives must be in [1, prompt_len - top_k = 4], got 5"),
                             (dict(top_k=2, negatives=4),

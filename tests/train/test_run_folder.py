@@ -50,8 +50,9 @@ def test_a_new_run_refuses_a_folder_holding_a_run_and_overwrite_moves_it_aside(t
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
     assert len(aside) == 1 and files(aside[0]) == before
     assert (run / "latest").read_text() == "checkpoint-6"
-    with pytest.raises(ValueError, match="resume and overwrite exclude each other"):
+    with pytest.raises(ValueError) as both:
         train(c, resume=True, overwrite=True)
+    assert str(both.value) == "train: resume and overwrite exclude each other (continue the run, or move it aside)"
 
 
 def test_resume_says_when_there_is_nothing_to_resume(tmp_path, capsys):

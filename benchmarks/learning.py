@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from pyairir._files import write_text_atomic
 from pyairir.data import degrade, write_image
@@ -44,6 +44,7 @@ from pyairir.demo import HELD_OUT_PHOTOS, TRAINING_PHOTOS, sample_photo
 from pyairir.eval import psnr, restore, self_refine, ssim
 from pyairir.nn import SparsePromptModule
 from pyairir.train import TrainConfig, train
+from pyairir.train.run_folder import read_checkpoint
 from pyairir.train.trainer import Plain, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,11 +127,10 @@ def trained(c: TrainConfig, step: int | None = None) -> torch.nn.Module:
     if not (run / f"checkpoint-{c.steps}").is_dir():
         train(c, resume=run.is_dir())
     model = build_model(c)
-    checkpoint = run / f"checkpoint-{step or c.steps}"
-    model.load_state_dict(load_file(checkpoint / "model.safetensors"))
-    alpha_steps = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)["alpha_steps"]
-    if alpha_steps is not None:  # Privilege Learning's schedule position (kept with the trainer's state)
-        model.steps = alpha_steps
+    checkpoint = read_checkpoint(run / f"checkpoint-{step or c.steps}")
+    model.load_state_dict(checkpoint.weights)
+    if checkpoint.state["alpha_steps"] is not None:  # Privilege Learning's schedule position (trainer state)
+        model.steps = checkpoint.state["alpha_steps"]
     if getattr(model, "stage", None) == 2:  # LUPI in stage 2: the teacher frozen, as the trainer has it
         model.begin_stage2()
     return (model.model if isinstance(model, Plain) else model).eval()
@@ -249,11 +249,11 @@ def evaluate_run(variant: str, seed: int, settings: Settings, out: Path, quick: 
     c = config(variant, seed, settings, out, quick)
     start = time.perf_counter()
     model = trained(c)
+    trained_at = time.perf_counter()
     samples = held_out(settings)
     with torch.no_grad():
-        result: dict = {"variant": variant, "seed": seed, "train_seconds": None,
+        result: dict = {"variant": variant, "seed": seed, "train_seconds": trained_at - start,  # in this process
                         "scores": scores([restore(model, s["degraded"]) for s in samples], samples)}
-    result["train_seconds"] = _train_seconds(Path(c.out))
     result["no_gradient"] = gradient_coverage(model, c)
     if variant == "sipl":
         with torch.no_grad():
@@ -267,7 +267,7 @@ def evaluate_run(variant: str, seed: int, settings: Settings, out: Path, quick: 
     if variant == "lupi":
         result["lupi"] = {}
         for stage, step in (("stage 1", c.lupi_stage2_at), ("stage 2", c.steps)):
-            at = trained(c, step)
+            at = model if step == c.steps else trained(c, step)
             with torch.no_grad():
                 teacher = [at.restore_with_prior(s["degraded"][None],
                                                  at.teacher(s["degraded"][None], s["clean"][None]))[0] for s in samples]
@@ -277,19 +277,10 @@ def evaluate_run(variant: str, seed: int, settings: Settings, out: Path, quick: 
                                      "no_gradient": gradient_coverage(at, c) if stage == "stage 1" else None}
     if variant.startswith("cpl"):
         result["prompts"] = prompt_statistics(model, samples)
-    result["evaluate_seconds"] = time.perf_counter() - start
+    result["evaluate_seconds"] = time.perf_counter() - trained_at
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(result, indent=1))
     return result
-
-
-def _train_seconds(run: Path) -> float | None:
-    """Wall time of the run's training, from its checkpoints' times (first to last, plus the first
-    interval), or None if not known."""
-    times = sorted(p.stat().st_mtime for p in run.glob("checkpoint-*/model.safetensors"))
-    if len(times) < 2:
-        return None
-    return times[-1] - times[0] + (times[1] - times[0])
 
 
 # ------------------------------------------------------------------------------------ statistics

@@ -244,7 +244,8 @@ def evaluation_sets(root: str | os.PathLike, benchmark: str = "3task", seed: int
 def synthetic_set(clean: str | os.PathLike | list[Path], kinds: tuple[str, ...] = tuple(SYNTHETIC),
                   patch_size: int | None = 128, seed: int = 0, repeat: int = 1) -> RestorationDataset:
     """Every clean image (a folder, or a list of files) under every synthetic degradation in
-    `kinds` (noise, rain, haze, low_light, blur), `repeat` times; the task is the degradation."""
+    `kinds` (noise, rain, haze, low_light, blur, noise_<sigma> or composites: pyairir.data.degrade),
+    `repeat` times; the task is the degradation."""
     files = list_images(clean, "synthetic training set") if not isinstance(clean, list) else clean
     for kind in kinds:
         components(kind)  # a clear error for an unknown one

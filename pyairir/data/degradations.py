@@ -102,7 +102,7 @@ def components(kind: str) -> list[str]:
     joined by '+' ("rain+haze", "low_light+noise_25": CDD-11's composites). ValueError if unknown."""
     parts = kind.split("+")
     unknown = [p for p in parts if p not in SYNTHETIC and not FIXED_NOISE.fullmatch(p)]
-    if not kind or unknown:
+    if unknown:  # ("" splits into [""], which is unknown too)
         raise ValueError(f"degrade: unknown degradation {kind!r}; available: {', '.join(SYNTHETIC)}, noise_<sigma> "
                          "(e.g. noise_25), or several joined by '+' (e.g. rain+haze)")
     return parts

@@ -59,7 +59,7 @@ class _PassCounter:
 
     def __init__(self, model: nn.Module) -> None:
         self.job: Job | None = None
-        getattr(model, "cross_p1", model).register_forward_hook(self._count)
+        self.hook = getattr(model, "cross_p1", model).register_forward_hook(self._count)
 
     def _count(self, *_) -> None:
         if self.job is not None:
@@ -72,16 +72,14 @@ class _PromptRecorder:
     def __init__(self, model: nn.Module) -> None:
         self.modules = [m for m in model.modules() if isinstance(m, SparsePromptModule)]
         self.counts: list[torch.Tensor] = []
-        for index, module in enumerate(self.modules):
-            module.register_forward_hook(lambda m, *_, index=index: self._record(index, m))
+        self.hooks = [module.register_forward_hook(lambda m, *_, index=index: self._record(index, m))
+                      for index, module in enumerate(self.modules)]
 
     def reset(self) -> None:
-        self.counts = [torch.zeros(0, dtype=torch.long) for _ in self.modules]
+        self.counts = [torch.zeros(m.prompt_len, dtype=torch.long) for m in self.modules]
 
     def _record(self, index: int, module: SparsePromptModule) -> None:
-        n = int(module.last_probabilities.shape[-1])
-        self.counts[index] = torch.bincount(module.last_selection.cpu().flatten(), minlength=n) + (
-            self.counts[index] if self.counts[index].numel() else 0)
+        self.counts[index] += torch.bincount(module.last_selection.cpu().flatten(), minlength=module.prompt_len)
 
     def summary(self) -> list[dict]:
         """Per prompt level: how often each prompt was selected, and the most selected one."""
@@ -149,9 +147,12 @@ class RestorationService:
         return self.jobs[job_id].files[name]
 
     def close(self) -> None:
-        """Stops the worker after the current job and deletes the service's folder."""
+        """Stops the worker after the current job, takes its hooks off the model and deletes the
+        service's folder."""
         self._queue.put(None)
         self._worker.join(timeout=60)
+        for hook in (self._passes.hook, *self._prompts.hooks):
+            hook.remove()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     # --- the worker -----------------------------------------------------------------------------
@@ -178,14 +179,13 @@ class RestorationService:
         try:
             problem, (height, width) = image_header(path)
             if problem:
-                raise ImageError(problem.replace(repr(str(path)), f"the {name} image"))
+                raise ImageError(problem)
             if height * width > self.max_pixels:
                 raise ImageError(f"the {name} image has {width}x{height} = {height * width:,} pixels, more than "
                                  f"this server's limit of {self.max_pixels:,} (pyairir serve --max-pixels)")
-            try:
-                return read_image(path)
-            except ImageError as error:
-                raise ImageError(str(error).replace(repr(str(path)), f"the {name} image")) from None
+            return read_image(path)
+        except ImageError as error:  # the page names the image, not the server's file
+            raise ImageError(str(error).replace(repr(str(path)), f"the {name} image")) from None
         finally:
             path.unlink()
 
@@ -227,8 +227,9 @@ class RestorationService:
         result: dict = {"model": self.description, "seconds": round(seconds, 3), "width": width, "height": height,
                         "tile": tile, "degradation": job.degradation, "images": ["input", "restored"]}
         if self.sipl:
-            for i, iterate in enumerate(outputs):
+            for i, iterate in enumerate(outputs[:-1]):
                 self._write(job, f"iterate-{i}", iterate)
+            job.files[f"iterate-{len(outputs) - 1}"] = job.files["restored"]  # the last iterate: written once
             result["iterates"] = [f"iterate-{i}" for i in range(len(outputs))]
         if self._prompts.modules:
             result["prompts"] = self._prompts.summary()

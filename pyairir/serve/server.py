@@ -121,7 +121,10 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         while length > 0:
-            length -= len(self.rfile.read(min(length, 2 ** 20)) or b"\0" * length)
+            chunk = self.rfile.read(min(length, 2 ** 20))
+            if not chunk:  # the client stopped sending
+                break
+            length -= len(chunk)
 
 
 def _decode(value: object, name: str) -> bytes:

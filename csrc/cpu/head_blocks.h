@@ -4,8 +4,24 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 
 namespace pyairir {
+
+// Runs f(t) for t in [0, n), in parallel, where f calls single-threaded ATen ops (GEMMs on views).
+// The workers take the caller's thread-local state: under torch.inference_mode the tensors are
+// inference tensors, which ATen refuses to write in a thread outside inference mode. No autograd
+// is recorded inside.
+template <typename F>
+void parallel_aten_tasks(int64_t n, F&& f) {
+  const at::ThreadLocalState caller;
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard state(caller);
+    const at::NoGradGuard no_grad;
+    for (int64_t t = begin; t < end; ++t) f(t);
+  });
+}
 
 // Where head h of image b starts in a (B, C, H, W) tensor, and its (d, N) matrix strides.
 struct Operand {

@@ -15,7 +15,6 @@
 // (pixel-major) or unit pixel stride (channel-major).
 #include "vec.h"  // first: selects at::vec's instruction set
 
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -77,13 +76,10 @@ void sum_squares(const at::Tensor& m, A* out) {
 template <typename F>
 void for_each_task(const Geometry& g, F&& f) {
   const int64_t n = chunks(g);
-  at::parallel_for(0, g.B * g.heads * n, 1, [&](int64_t begin, int64_t end) {
-    const at::NoGradGuard no_grad;
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t chunk = t % n, h = (t / n) % g.heads, b = t / (n * g.heads);
-      const int64_t p0 = chunk * kChunk;
-      f(b, h, chunk, p0, std::min(kChunk, g.N - p0));
-    }
+  parallel_aten_tasks(g.B * g.heads * n, [&](int64_t t) {
+    const int64_t chunk = t % n, h = (t / n) % g.heads, b = t / (n * g.heads);
+    const int64_t p0 = chunk * kChunk;
+    f(b, h, chunk, p0, std::min(kChunk, g.N - p0));
   });
 }
 

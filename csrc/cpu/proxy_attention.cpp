@@ -16,7 +16,6 @@
 //   dt = sum_ij dS_ij cos_ij,  dx = (dx_hat - x_hat (x_hat . dx_hat)) / |x|  (x_hat = x / |x|).
 #include "vec.h"  // first: selects at::vec's instruction set
 
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -44,12 +43,9 @@ at::Tensor to_acc(const at::Tensor& t, at::ScalarType acc) { return t.scalar_typ
 template <typename F>
 void for_each_block(const Geometry& g, int64_t n, int64_t size, F&& f) {
   const int64_t per_head = blocks(n, size);
-  at::parallel_for(0, g.B * g.heads * per_head, 1, [&](int64_t begin, int64_t end) {
-    const at::NoGradGuard no_grad;
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t i = t % per_head, h = (t / per_head) % g.heads, b = t / (per_head * g.heads);
-      f(b, h, i, i * size, std::min(size, n - i * size));
-    }
+  parallel_aten_tasks(g.B * g.heads * per_head, [&](int64_t t) {
+    const int64_t i = t % per_head, h = (t / per_head) % g.heads, b = t / (per_head * g.heads);
+    f(b, h, i, i * size, std::min(size, n - i * size));
   });
 }
 

@@ -82,3 +82,15 @@ def test_bfloat16_paths(name):
     cast = bfloat16_error(pyairir.nn.set_fast(fast.bfloat16()), x, reference, autocast=False)
     eager_cast = bfloat16_error(eager.bfloat16(), x, reference, autocast=False)
     assert cast <= 2 * eager_cast + ulp, (cast, eager_cast)
+
+
+@pytest.mark.parametrize("name", ["restormer", "promptir", "adair", "nafnet_sidd_w32"])
+def test_fast_model_runs_under_inference_mode(name):
+    """What users write for inference: torch.inference_mode gives the no_grad output."""
+    _, fast = pair(name)
+    x = torch.rand(1, 3, 40, 72, dtype=torch.float64)
+    with torch.no_grad():
+        expected = fast(x)
+    with torch.inference_mode():
+        got = fast(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

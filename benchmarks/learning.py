@@ -234,8 +234,8 @@ def gradient_coverage(model: torch.nn.Module, c: TrainConfig, batches: int = 4) 
     wrapped.zero_grad(set_to_none=True)
     model.eval()
     unused = tuple(f"{m}." for m in getattr(getattr(model, "backbone", model), "unused_modules", ()))
-    # A gradient that is zero analytically can come out as rounding noise (CPL's top-1 renormalised
-    # weight p / p): below 1e-9 of the largest parameter's total counts as none.
+    # A gradient that is zero analytically can come out as rounding noise (CPL's gate under top-1
+    # renormalised routing, weight p / p): below 1e-9 of the largest parameter's total counts as none.
     floor = 1e-9 * max(total.values(), default=0.0)
     names = [name.removeprefix("model.") for name, g in total.items() if g <= floor]
     return sorted(name for name in names if not name.startswith(unused))

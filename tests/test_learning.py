@@ -47,9 +47,7 @@ def test_quick_run_trains_evaluates_and_reports_every_variant(tmp_path):
     for variant, entry in variants.items():
         assert set(entry["tasks"]) == {*learning.TASKS, "average"}
         assert all(3 < t["psnr"][0] < 40 and 0 < t["ssim"][0] < 1 for t in entry["tasks"].values())  # dB, not NaN
-        # CPL's top-1 renormalised routing weighs the chosen prompt p / p = 1: its gates get no gradient
-        gates = [f"backbone.prompt{k}.linear_layer.{p}" for k in (1, 2, 3) for p in ("bias", "weight")]
-        assert entry["no_gradient"] == (sorted(gates) if variant.startswith("cpl") else []), variant
+        assert entry["no_gradient"] == [], variant  # CPL's gates included (renormalize=True fails here)
     assert len(variants["sipl"]["refinement"]) == learning.REFINEMENTS + 1
     assert set(variants["lupi"]["lupi"]) == {"stage 1", "stage 2"}
     assert len(variants["cpl"]["prompts"]) == 3 and len(variants["cpl_cpr"]["prompts"]) == 3

@@ -6,9 +6,11 @@ Learning for All-in-One Image Restoration", Sec. III-B):
     prompt = Conv3x3(Resize(p))                      (as PromptIR's prompt block)
 
 Only the k selected prompt components are gathered and summed, so the cost does not grow with
-the number of prompts n (the official code multiplies all n by a mostly-zero weight). The paper
-renormalises the k kept weights to sum to one (renormalize=True); the released CPLIR code keeps
-the raw softmax values (renormalize=False reproduces its checkpoints' outputs).
+the number of prompts n (the official code multiplies all n by a mostly-zero weight). The paper's
+text renormalises the k kept weights to sum to one (renormalize=True); at its default k = 1 that
+weight is p / p = 1, so the gate (W_g, b_g) gets no gradient and the routing stays as initialised
+(benchmarks/learning.py measured it). The released CPLIR code keeps the raw softmax values, through
+which the gate learns: renormalize=False, the default, as CPLIR's checkpoints need.
 Keys (same as PromptIR's PromptGenBlock): prompt_param (1, n, C, s, s), linear_layer (n, lin_dim),
 conv3x3 (C, C, 3, 3).
 fast: gate, gather, sum and resize in one kernel (pyairir.ops.topk_prompt); a forced selection
@@ -27,7 +29,7 @@ from pyairir.nn.fast import like
 
 class SparsePromptModule(nn.Module):
     def __init__(self, prompt_dim: int = 128, prompt_len: int = 5, prompt_size: int = 96, lin_dim: int = 192,
-                 top_k: int = 1, renormalize: bool = True, fast: bool = False) -> None:
+                 top_k: int = 1, renormalize: bool = False, fast: bool = False) -> None:
         super().__init__()
         if not 1 <= top_k <= prompt_len:
             raise ValueError(f"SparsePromptModule: top_k must be in [1, prompt_len = {prompt_len}], got {top_k}")

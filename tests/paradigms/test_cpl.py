@@ -42,7 +42,7 @@ def test_unrenormalised_routing_reproduces_cplir():
 
 def test_renormalised_top_k_weights_sum_to_one():
     torch.manual_seed(0)
-    module = SparsePromptModule(4, prompt_len=6, prompt_size=5, lin_dim=8, top_k=2).double()
+    module = SparsePromptModule(4, prompt_len=6, prompt_size=5, lin_dim=8, top_k=2, renormalize=True).double()
     x = torch.randn(3, 8, 7, 7, dtype=torch.float64)
     out = module(x)
     weights, selection = module.last_probabilities.topk(2, dim=1)
@@ -278,27 +278,27 @@ def test_load_vgg_reads_torchvision_keys(tmp_path):
 
 
 def test_construction_defaults_and_checks():
-    """The paper's defaults (5 prompts, top-1 renormalised, alpha 0.01, 4 negatives), the prompt
+    """The defaults (the paper's 5 prompts, top-1, alpha 0.01, 4 negatives; CPLIR's unnormalised weights), the prompt
     stages built for a prompt-less backbone (half the channels, 128-pixel crop's size, a 1-head
     noise block, a bias-free reduction), PromptIR's own prompts reused, and the argument checks."""
     model = CPL(backbone("restormer"))  # dim 8: stages of 64, 32, 16 channels at 1/8, 1/4, 1/2
     assert (model.alpha, model.negatives, model.stages) == (0.01, 4, ("latent", "level3", "level2"))
     shapes = {name: tuple(m.prompt_param.shape) for name, m in model.named_children() if name.startswith("prompt")}
     assert shapes == {"prompt3": (1, 5, 32, 16, 16), "prompt2": (1, 5, 16, 32, 32), "prompt1": (1, 5, 8, 64, 64)}
-    assert all((m.top_k, m.renormalize) == (1, True) for m in model.prompt_modules())
+    assert all((m.top_k, m.renormalize) == (1, False) for m in model.prompt_modules())
     assert model.prompt3.linear_layer.in_features == 64
     assert model.noise_level3.attn.num_heads == 1 and model.noise_level3.ffn.project_in.out_channels == 2 * int(
         96 * 2.66)
     assert model.reduce_noise_level3.bias is None and model.reduce_noise_level3.out_channels == 64
     assert "noise_level3.attn.qkv.bias" not in model.state_dict()  # bias-free, as CPLIR's noise blocks
-    shallow = CPL(backbone("restormer"), stages=("level1",), renormalize=False)
+    shallow = CPL(backbone("restormer"), stages=("level1",), renormalize=True)
     assert tuple(shallow.prompt1.prompt_param.shape) == (1, 5, 8, 128, 128)  # full resolution: 128 x 128
-    assert [m.renormalize for m in shallow.prompt_modules()] == [False]
+    assert [m.renormalize for m in shallow.prompt_modules()] == [True]
     promptir = backbone("promptir")
     old = promptir.prompt1.prompt_param
-    reused = CPL(promptir, top_k=2, negatives=3, renormalize=False)
+    reused = CPL(promptir, top_k=2, negatives=3, renormalize=True)
     assert reused.backbone.prompt1.prompt_param is old and reused.stages == ()
-    assert all((m.top_k, m.renormalize) == (2, False) for m in reused.prompt_modules())
+    assert all((m.top_k, m.renormalize) == (2, True) for m in reused.prompt_modules())
     for kwargs, message in [(dict(negatives=0), "CPL: negatives must be in [1, prompt_len - top_k = 4], got 0"),
                             (dict(negatives=5), "CPL: negatives must be in [1, prompt_len - top_k = 4], got 5"),
                             (dict(top_k=2, negatives=4),

@@ -9,6 +9,7 @@ DIR holds the official repositories as cloned (no install, nothing of them is co
     DIR/NAFNet     github.com/megvii-research/NAFNet       (2b4af71)
     DIR/AdaIR      github.com/c-yn/AdaIR                   (ccb8b98)
     DIR/SIPL       github.com/Aitical/SIPL                 (bd8b7ad)
+    DIR/CPLIR      github.com/Aitical/CPLIR                (801b4ff)
 
 Writes tests/models/data/official_state_dicts.json (for every registered configuration, the
 state_dict keys and shapes of the official class built with the same arguments, on the meta
@@ -18,8 +19,8 @@ tests/models/deterministic_weights.py). With --check nothing is written: the fil
 regenerated in memory and compared with the committed ones (tensors within 1e-12 of their largest
 value, as the tests compare), and the exit status says whether they match. In tests/paradigms/data
 it makes SIPL's entries (the keys of PromptIR_ProxyFusion and AdaIR_ProxyFusion, and their outputs
-at the shallowest configuration, with and without privileged features); the CPLIR entries there
-are not made here yet and are kept as they are.
+at the shallowest configuration, with and without privileged features) and CPLIR's (the keys of
+SparsePromptIR with decoder=True, as its test options build it, and its shallow output).
 """
 
 from __future__ import annotations
@@ -102,6 +103,30 @@ def sipl_classes(official: Path) -> dict[str, type[torch.nn.Module]]:
     return found
 
 
+def cplir_class(official: Path) -> type[torch.nn.Module]:
+    """CPLIR's SparsePromptIR. Its __init__ reads an undefined name `privilege_post` (a NameError as
+    published): the module is given it as None. Needs sipl_classes' stand-in for basicsr's registry."""
+    path = official / "CPLIR" / "basicsr" / "archs" / "cplir_inference_arch.py"
+    if not path.is_file():
+        raise SystemExit(f"official_fixtures: {path} does not exist; --official must hold the cloned repositories")
+    module = types.ModuleType("official_cplir")
+    module.__file__, module.privilege_post = str(path), None
+    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)  # noqa: S102 (the official file)
+    return module.SparsePromptIR
+
+
+def cplir_fixtures(cls: type[torch.nn.Module]) -> tuple[dict[str, list], dict[str, torch.Tensor]]:
+    """CPLIR's manifest (cplir_promptir) and its shallow output on `input` (cplir)."""
+    image = torch.rand((1, 3, 32, 32), generator=torch.Generator().manual_seed(INPUT_SEED), dtype=torch.float64)
+    with torch.device("meta"):
+        keys = {"cplir_promptir": [[k, list(v.shape)] for k, v in cls(decoder=True).state_dict().items()]}
+    model = fill_deterministic(cls(decoder=True, **SHALLOW).double()).eval()
+    with torch.no_grad():
+        output = model(image)
+    print(f"cplir_promptir: {cls.__name__}")
+    return keys, {"cplir": output}
+
+
 def sipl_fixtures(classes: dict[str, type[torch.nn.Module]]) -> tuple[dict[str, list], dict[str, torch.Tensor]]:
     """SIPL's manifests (sipl_<backbone>) and shallow outputs (sipl[_adair]_guided / _unguided), on
     `input` and privileged features from `privileged_image` (the official return_feature)."""
@@ -166,14 +191,13 @@ def main() -> int:
     args = parser.parse_args()
     classes = official_classes(args.official)
     sipl_keys, sipl_tensors = sipl_fixtures(sipl_classes(args.official))
-    folders = {DATA: (manifests(classes), outputs(classes)), PARADIGM_DATA: (sipl_keys, sipl_tensors)}
+    cplir_keys, cplir_tensors = cplir_fixtures(cplir_class(args.official))
+    folders = {DATA: (manifests(classes), outputs(classes)),
+               PARADIGM_DATA: ({**sipl_keys, **cplir_keys}, {**sipl_tensors, **cplir_tensors})}
     problems = []
     for folder, (keys, tensors) in folders.items():
         committed_keys = json.loads((folder / "official_state_dicts.json").read_text())
         committed = load_file(folder / "official_outputs.safetensors")
-        if folder == PARADIGM_DATA:  # entries made elsewhere (CPLIR) are kept
-            keys = {**committed_keys, **keys}
-            tensors = {**committed, **tensors}
         if args.check:
             problems += [f"{folder.parent.name} manifest {n}" for n in keys.keys() | committed_keys.keys()
                          if keys.get(n) != committed_keys.get(n)]

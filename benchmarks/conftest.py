@@ -153,6 +153,8 @@ TARGETS = [
     Claim("AdaIR fast fp32 vs torch.compile fp32", "adair inference", "compile fp32", "fast fp32", 1.0),
     Claim("AdaIR fast bf16 vs official eager + bf16 autocast", "adair inference", "official eager bf16 autocast",
           "fast bf16", 2.5),
+    Claim("AdaIR fast bf16 vs torch.compile + bf16 autocast", "adair inference", "compile bf16 autocast",
+          "fast bf16", 1.0),
     Claim("AdaIR accelerate() on the official structure / fast model, fp32 (within 10%)", "adair inference",
           "accelerate fp32", "fast fp32", 1.1, at_most=True),
     Claim("NAFNet-SIDD-w32 fast fp32 vs official eager fp32, 3x256x256", "nafnet inference", "official eager fp32",

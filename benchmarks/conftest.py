@@ -18,10 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyairir  # first, as users import it: before torch, so that torch allocates on huge pages  # noqa: I001
 import pytest
 import torch
-
-import pyairir
 from pyairir._files import write_text_atomic
 
 # Report torch.compile's cold compile time (as a first-time user sees it), not a cache hit
@@ -237,7 +236,8 @@ def pytest_terminal_summary(terminalreporter):
     write("")
     reuse = terminalreporter.config.getoption("--reuse-freed-memory")
     write(f"pyairir speed and memory ratios (one run; {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{cpu_description()}, freed memory {'reused' if reuse else 'returned (default)'})")
+          f"{cpu_description()}, freed memory {'reused' if reuse else 'returned (default)'}, "
+          f"huge pages {'on' if pyairir.runtime.huge_pages() else 'off'})")
     write(f"{'claim':<78} {'larger':>10} {'smaller':>10} {'ratio':>7} {'target':>7}")
     for claim, larger, smaller, ratio in rows:
         met = claim.met(ratio)
@@ -263,7 +263,7 @@ def _write_json(rows, limits, reuse: bool) -> None:
     data = {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
         "cpu": cpu_description(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "reuse_freed_memory": reuse,
+        "reuse_freed_memory": reuse, "huge_pages": pyairir.runtime.huge_pages(),
         "medians": {f"{g} | {v}": t for (g, v), t in RESULTS.items()},
         "ratios": [{"claim": c.what, "unit": unit(c.group), "larger": a, "smaller": b, "ratio": r,
                     "target": c.target_text(), "met": c.met(r)} for c, a, b, r in rows],

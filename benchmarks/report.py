@@ -34,6 +34,12 @@ RATIO_HEADER = ["| claim | larger | smaller | ratio | target |", "|---|---:|---:
 LIMIT_HEADER = ["| claim | value | limit |", "|---|---:|---:|"]
 
 
+def _huge_pages(data: dict) -> str:
+    if "huge_pages" not in data:  # runs before the field was recorded
+        return ""
+    return f", huge pages {'on' if data['huge_pages'] else 'off'} (`pyairir.runtime.huge_pages()`)"
+
+
 def render(data: dict) -> str:
     missed_ratios = [row for row in data["ratios"] if row["met"] is False]
     missed_limits = [row for row in data.get("limits", []) if not row["met"]]
@@ -43,7 +49,8 @@ def render(data: dict) -> str:
         "Written by `python -m benchmarks.report` from what `pytest benchmarks/` measured in one run "
         f"({data.get('date', 'date not recorded')}; torch {data['torch']}, {data['threads']} threads, "
         f"{data.get('cpu', data['machine'])}, "
-        f"{'with' if data['reuse_freed_memory'] else 'without'} `pyairir.runtime.reuse_freed_memory()`). "
+        f"{'with' if data['reuse_freed_memory'] else 'without'} `pyairir.runtime.reuse_freed_memory()`"
+        f"{_huge_pages(data)}). "
         "Times are medians, memory is peak RSS of a fresh process; a ratio is larger / smaller.",
         "",
         "Baselines: \"official\" is the official code's structure (tests/official_like.py: the official "

@@ -11,6 +11,13 @@
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# Large CPU tensors on transparent huge pages (pyairir.runtime): PyTorch reads this when it allocates
+# its first CPU tensor, so it takes effect when pyairir is imported before any tensor is made.
+# THP_MEM_ALLOC_ENABLE=0 in the environment keeps it off.
+_os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 from pyairir import eval, models, nn, ops, paradigms, reference, runtime  # noqa: E402,A004
 from pyairir.accelerate import AccelerateReport, accelerate  # noqa: E402
 from pyairir.export import ExportReport, export_onnx  # noqa: E402

@@ -5,8 +5,8 @@ On by default: `import pyairir` sets THP_MEM_ALLOC_ENABLE=1 (unless the environm
 it), which PyTorch reads when it allocates its first CPU tensor (so import pyairir before making
 any tensor; `import torch` alone allocates none), and with which PyTorch page-aligns every CPU tensor of 2 MB or more and
 asks the kernel for transparent huge pages (madvise MADV_HUGEPAGE): one fault per 2 MB instead of
-512. `huge_pages()` says whether this process has them. Fast PromptIR at 256x256 ran about 10 %
-faster, at 512x512 15 %, peak memory within 5 % (measured 2026-12-02).
+512. `huge_pages()` says whether this process has them. Fast PromptIR ran about 10 % faster at
+256x256 and 512x512, its peak memory within 2 % (measured 2026-12-02).
 
 Opt-in, at a memory cost: glibc's malloc serves every allocation above 32 MB with a fresh mmap
 and unmaps it on free, so each large activation (a 96-channel 256x256 float32 map is 25 MB,

@@ -6,7 +6,8 @@ it), which PyTorch reads when it allocates its first CPU tensor (so import pyair
 any tensor; `import torch` alone allocates none), and with which PyTorch page-aligns every CPU tensor of 2 MB or more and
 asks the kernel for transparent huge pages (madvise MADV_HUGEPAGE): one fault per 2 MB instead of
 512. `huge_pages()` says whether this process has them. Fast PromptIR ran about 10 % faster at
-256x256 and 512x512, its peak memory within 2 % (measured 2026-12-02).
+256x256 and 512x512, its peak memory within 2 %; NAFNet-w32, whose tensors are smaller, within
+noise and 7 % more peak memory (measured 2026-12-02).
 
 Opt-in, at a memory cost: glibc's malloc serves every allocation above 32 MB with a fresh mmap
 and unmaps it on free, so each large activation (a 96-channel 256x256 float32 map is 25 MB,

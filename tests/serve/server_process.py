@@ -16,11 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
-def serve(*arguments: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """(the page's URL, the server process); the server is stopped with Ctrl+C (SIGINT) after."""
+def serve(*arguments: str, environment: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """(the page's URL, the server process, run with `environment` added to this one's); the server
+    is stopped with Ctrl+C (SIGINT) after."""
     process = subprocess.Popen([sys.executable, "-m", "pyairir", "serve", "--port", "0", *arguments], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", **(environment or {})})
     try:
         line = process.stdout.readline()
         match = re.search(r"at (http://[\d.]+:\d+/)", line)

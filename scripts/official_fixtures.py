@@ -49,9 +49,36 @@ SHALLOW = dict(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)  # SIPL's dicti
 PRIVILEGED_SEED = 2
 
 
-def load_path(name: str, path: Path) -> types.ModuleType:
+def require(path: Path) -> Path:
     if not path.is_file():
         raise SystemExit(f"official_fixtures: {path} does not exist; --official must hold the cloned repositories")
+    return path
+
+
+def exec_official(name: str, path: Path, source: str | None = None, **names: object) -> types.ModuleType:
+    """The official file at `path` (or its `source`, patched) run as a module `name` that already
+    holds `names` (stand-ins for what the file reads but never defines)."""
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    module.__dict__.update(names)
+    exec(compile(source or require(path).read_text(), str(path), "exec"), module.__dict__)  # noqa: S102
+    return module
+
+
+def shallow_image(seed: int) -> torch.Tensor:
+    """The paradigms' 1x3x32x32 float64 input (seed INPUT_SEED) or privileged image."""
+    return torch.rand((1, 3, 32, 32), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def stand_in_registry() -> None:
+    """SIPL's and CPLIR's files register their classes in basicsr's ARCH_REGISTRY: a no-op one."""
+    registry = types.ModuleType("basicsr.utils.registry")
+    registry.ARCH_REGISTRY = types.SimpleNamespace(register=lambda *args: (lambda cls: cls))
+    sys.modules["basicsr.utils.registry"] = registry
+
+
+def load_path(name: str, path: Path) -> types.ModuleType:
+    require(path)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -87,37 +114,29 @@ def sipl_classes(official: Path) -> dict[str, type[torch.nn.Module]]:
         sys.modules.setdefault(package, types.ModuleType(package))
     sys.modules["uclsr.archs.arch_util"] = sys.modules["basicsr.models.archs.arch_util"]
     sys.modules["basicsr.archs.arch_util"] = sys.modules["basicsr.models.archs.arch_util"]
-    registry = types.ModuleType("basicsr.utils.registry")
-    registry.ARCH_REGISTRY = types.SimpleNamespace(register=lambda *args: (lambda cls: cls))
-    sys.modules["basicsr.utils.registry"] = registry
+    stand_in_registry()
     archs = official / "SIPL" / "basicsr" / "archs"
     load_path("basicsr.archs.module_util", archs / "module_util.py")
     found = {}
     for backbone, file, name in (("promptir", "PromptIR_CyclyePrivilege_arch.py", "PromptIR_ProxyFusion"),
                                  ("adair", "adair_arch.py", "AdaIR_ProxyFusion")):
-        source = (archs / file).read_text().replace("from .module_util", "from basicsr.archs.module_util")
-        module = types.ModuleType(f"official_sipl_{backbone}")
-        module.__file__ = str(archs / file)
-        exec(compile(source, str(archs / file), "exec"), module.__dict__)  # noqa: S102 (the official file)
+        source = require(archs / file).read_text().replace("from .module_util", "from basicsr.archs.module_util")
+        module = exec_official(f"official_sipl_{backbone}", archs / file, source)
         found[backbone] = getattr(module, name)
     return found
 
 
 def cplir_class(official: Path) -> type[torch.nn.Module]:
     """CPLIR's SparsePromptIR. Its __init__ reads an undefined name `privilege_post` (a NameError as
-    published): the module is given it as None. Needs sipl_classes' stand-in for basicsr's registry."""
+    published): the module is given it as None."""
+    stand_in_registry()
     path = official / "CPLIR" / "basicsr" / "archs" / "cplir_inference_arch.py"
-    if not path.is_file():
-        raise SystemExit(f"official_fixtures: {path} does not exist; --official must hold the cloned repositories")
-    module = types.ModuleType("official_cplir")
-    module.__file__, module.privilege_post = str(path), None
-    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)  # noqa: S102 (the official file)
-    return module.SparsePromptIR
+    return exec_official("official_cplir", path, privilege_post=None).SparsePromptIR
 
 
 def cplir_fixtures(cls: type[torch.nn.Module]) -> tuple[dict[str, list], dict[str, torch.Tensor]]:
     """CPLIR's manifest (cplir_promptir) and its shallow output on `input` (cplir)."""
-    image = torch.rand((1, 3, 32, 32), generator=torch.Generator().manual_seed(INPUT_SEED), dtype=torch.float64)
+    image = shallow_image(INPUT_SEED)
     with torch.device("meta"):
         keys = {"cplir_promptir": [[k, list(v.shape)] for k, v in cls(decoder=True).state_dict().items()]}
     model = fill_deterministic(cls(decoder=True, **SHALLOW).double()).eval()
@@ -130,9 +149,7 @@ def cplir_fixtures(cls: type[torch.nn.Module]) -> tuple[dict[str, list], dict[st
 def sipl_fixtures(classes: dict[str, type[torch.nn.Module]]) -> tuple[dict[str, list], dict[str, torch.Tensor]]:
     """SIPL's manifests (sipl_<backbone>) and shallow outputs (sipl[_adair]_guided / _unguided), on
     `input` and privileged features from `privileged_image` (the official return_feature)."""
-    image = torch.rand((1, 3, 32, 32), generator=torch.Generator().manual_seed(INPUT_SEED), dtype=torch.float64)
-    privileged = torch.rand((1, 3, 32, 32), generator=torch.Generator().manual_seed(PRIVILEGED_SEED),
-                            dtype=torch.float64)
+    image, privileged = shallow_image(INPUT_SEED), shallow_image(PRIVILEGED_SEED)
     keys, tensors = {}, {"input": image, "privileged_image": privileged}
     for backbone, cls in classes.items():
         extra = {"decoder": True} if backbone == "promptir" else {}

@@ -234,10 +234,10 @@ def pytest_terminal_summary(terminalreporter):
         return
     write = terminalreporter.write_line
     write("")
-    reuse = terminalreporter.config.getoption("--reuse-freed-memory")
+    reuse, huge = terminalreporter.config.getoption("--reuse-freed-memory"), pyairir.runtime.huge_pages()
     write(f"pyairir speed and memory ratios (one run; {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"{cpu_description()}, freed memory {'reused' if reuse else 'returned (default)'}, "
-          f"huge pages {'on' if pyairir.runtime.huge_pages() else 'off'})")
+          f"huge pages {'on' if huge else 'off'})")
     write(f"{'claim':<78} {'larger':>10} {'smaller':>10} {'ratio':>7} {'target':>7}")
     for claim, larger, smaller, ratio in rows:
         met = claim.met(ratio)
@@ -256,14 +256,14 @@ def pytest_terminal_summary(terminalreporter):
             write(f"profile of fast {name} (fp32, 3x256x256): {profile['total_ms']:.0f} ms")
             for line in format_records(profile["ops"][:8]):
                 write("  " + line)
-    _write_json(rows, limits, reuse)
+    _write_json(rows, limits, reuse, huge)
 
 
-def _write_json(rows, limits, reuse: bool) -> None:
+def _write_json(rows, limits, reuse: bool, huge_pages: bool) -> None:
     data = {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
         "cpu": cpu_description(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "reuse_freed_memory": reuse, "huge_pages": pyairir.runtime.huge_pages(),
+        "reuse_freed_memory": reuse, "huge_pages": huge_pages,
         "medians": {f"{g} | {v}": t for (g, v), t in RESULTS.items()},
         "ratios": [{"claim": c.what, "unit": unit(c.group), "larger": a, "smaller": b, "ratio": r,
                     "target": c.target_text(), "met": c.met(r)} for c, a, b, r in rows],

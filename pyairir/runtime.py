@@ -3,11 +3,11 @@
 A fresh large tensor costs the kernel a page fault and the zeroing of every page on first touch.
 On by default: `import pyairir` sets THP_MEM_ALLOC_ENABLE=1 (unless the environment already sets
 it), which PyTorch reads when it allocates its first CPU tensor (so import pyairir before making
-any tensor; `import torch` alone allocates none), and with which PyTorch page-aligns every CPU tensor of 2 MB or more and
-asks the kernel for transparent huge pages (madvise MADV_HUGEPAGE): one fault per 2 MB instead of
-512. `huge_pages()` says whether this process has them. Fast PromptIR ran about 10 % faster at
-256x256 and 512x512, its peak memory within 2 %; NAFNet-w32, whose tensors are smaller, within
-noise and 7 % more peak memory (measured 2026-12-02).
+any tensor; `import torch` alone allocates none), and with which PyTorch page-aligns every CPU
+tensor of 2 MB or more and asks the kernel for transparent huge pages (madvise MADV_HUGEPAGE):
+one fault per 2 MB instead of 512. `huge_pages()` says whether this process has them. Fast
+PromptIR ran about 10 % faster at 256x256 and 512x512, its peak memory within 2 %; NAFNet-w32,
+whose tensors are smaller, within noise and 7 % more peak memory (measured 2026-12-02).
 
 Opt-in, at a memory cost: glibc's malloc serves every allocation above 32 MB with a fresh mmap
 and unmaps it on free, so each large activation (a 96-channel 256x256 float32 map is 25 MB,
@@ -32,8 +32,9 @@ PAGE = 4096
 
 def huge_pages() -> bool:
     """Whether PyTorch asks for transparent huge pages for large CPU tensors in this process
-    (THP_MEM_ALLOC_ENABLE=1 was set when torch allocated its first CPU tensor). Observed, not assumed: only then is
-    a 4 MB tensor page-aligned (otherwise glibc puts it 64 bytes into its mapping). Whether the
+    (THP_MEM_ALLOC_ENABLE=1 was set when torch allocated its first CPU tensor). Observed, not
+    assumed: only then is a 4 MB tensor page-aligned (otherwise glibc puts it 64 bytes into its
+    mapping). Whether the
     kernel grants them depends on /sys/kernel/mm/transparent_hugepage/enabled (madvise or always)."""
     return torch.empty(4 << 20, dtype=torch.uint8).data_ptr() % PAGE == 0
 

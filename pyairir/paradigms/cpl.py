@@ -41,10 +41,11 @@ def load_vgg(path: str | os.PathLike) -> VGGFeatures:
 class CPL(Paradigm):
     """prompt_len (n), top_k (k, default 1), renormalize (default False: CPLIR's raw softmax
     weights, through which the gate learns; True renormalises as the paper's text, which at
-    k = 1 leaves the gate without gradient: pyairir.nn.sparse_prompt). For backbones without prompts: stages (default the three deepest),
-    prompt_dims / prompt_sizes per stage (default: half the stage's channels, and the stage's
-    size for a 128 x 128 crop). vgg: a VGGFeatures for the CPR term (None: L1 only).
-    alpha: CPR weight; negatives: m mismatched prompts per sample (at most n - k)."""
+    k = 1 leaves the gate without gradient: pyairir.nn.sparse_prompt). For backbones without
+    prompts: stages (default the three deepest), prompt_dims / prompt_sizes per stage (default:
+    half the stage's channels, and the stage's size for a 128 x 128 crop). vgg: a VGGFeatures for
+    the CPR term (None: L1 only). alpha: CPR weight; negatives: m mismatched prompts per sample
+    (at most n - k)."""
 
     def __init__(self, backbone: nn.Module, prompt_len: int = 5, top_k: int = 1, renormalize: bool = False,
                  stages: tuple[str, ...] | None = None, vgg: VGGFeatures | None = None, alpha: float = 0.01,

@@ -278,8 +278,8 @@ def test_load_vgg_reads_torchvision_keys(tmp_path):
 
 
 def test_construction_defaults_and_checks():
-    """The defaults (the paper's 5 prompts, top-1, alpha 0.01, 4 negatives; CPLIR's unnormalised weights), the prompt
-    stages built for a prompt-less backbone (half the channels, 128-pixel crop's size, a 1-head
+    """The defaults (the paper's 5 prompts, top-1, alpha 0.01, 4 negatives; CPLIR's unnormalised
+    weights), the prompt stages built for a prompt-less backbone (half the channels, 128-pixel crop's size, a 1-head
     noise block, a bias-free reduction), PromptIR's own prompts reused, and the argument checks."""
     model = CPL(backbone("restormer"))  # dim 8: stages of 64, 32, 16 channels at 1/8, 1/4, 1/2
     assert (model.alpha, model.negatives, model.stages) == (0.01, 4, ("latent", "level3", "level2"))

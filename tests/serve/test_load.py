@@ -23,7 +23,7 @@ from tests.serve.server_process import resident_bytes, serve
 CLIENTS, REQUESTS_EACH = 5, 10
 WARM_UP = 10  # requests, one after another, before the first memory reading (allocator pools, the first pass)
 # Over the last 40 requests the server may grow by less than keeping one 192x192 float image per
-# request would take (40 x 442 KB = 17 MB): the allocator's jitter was 2 MB. (The service keeps
+# request would take (40 x 442 KB = 17 MB): with STEADY_RSS it grew 0-9 MB. (The service keeps
 # the last 32 jobs' images as PNG files in its folder, not in memory.)
 MEMORY_GROWTH_LIMIT = 16 * 2 ** 20
 # RSS is the instrument, so the server runs with one malloc arena and on 4 KB pages. Each request

@@ -4,7 +4,7 @@
     python -m benchmarks.learning --quick         # about a minute (tests/test_learning.py runs it)
     python -m benchmarks.learning --out DIR       # where runs, results and (quick) the report go
 
-A small PromptIR is trained, under the same budget and seeds, plain and wrapped in each paradigm
+A small PromptIR and a small AdaIR are trained, under the same budget and seeds, plain and wrapped in each paradigm
 (Privilege Learning, SIPL, LUPI with both stages, CPL's sparse prompts without and with CPR) on
 an all-in-one task built from scikit-image's sample photos (no download): Gaussian noise
 sigma 15/25/50, rain, haze, low light and CDD-11-style composites (pyairir.data.degrade), and
@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import platform
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -51,8 +52,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("noise_15", "noise_25", "noise_50", "rain", "haze", "low_light", "rain+haze", "low_light+noise_25",
          "rain+haze+noise_15")
 VARIANTS = ("plain", "pl", "sipl", "lupi", "cpl", "cpl_cpr")
-TITLES = {"plain": "PromptIR (plain)", "pl": "+ Privilege Learning", "sipl": "+ SIPL", "lupi": "+ LUPI",
+BACKBONES = ("promptir", "adair")
+NAMES = {"promptir": "PromptIR", "adair": "AdaIR"}
+TITLES = {"plain": "plain", "pl": "+ Privilege Learning", "sipl": "+ SIPL", "lupi": "+ LUPI",
           "cpl": "+ CPL sparse prompts (no CPR)", "cpl_cpr": "+ CPL sparse prompts + CPR (random VGG16)"}
+# Parameters that get no gradient by construction of the official model, not by a bug: AdaIR's
+# FreModules build `conv` and `score_gen` and never use them, and truncate the frequency band's
+# half-sides to integers, so no gradient reaches `rate_conv`; for feature maps under 256 px those
+# half-sides are 0 (AdaIR trains at 128 px), the low band is empty and `channel_cross_h`'s queries
+# are zero. The report lists them.
+BY_CONSTRUCTION = {"adair": r"fre\d\.(conv|score_gen|rate_conv|channel_cross_h\.(q|q_dwconv|temperature))(\.|$)"}
 REFINEMENTS = 3  # SIPL iterations reported: I^(0) ... I^(3)
 SHUFFLES = 200  # task permutations for the mutual information's baseline
 
@@ -69,14 +78,18 @@ class Settings:
     eval_size: int  # held-out photos are centre-cropped to eval_size x eval_size
     eval_draws: int  # degradations drawn per held-out photo and task
     seeds: tuple[int, ...]
+    backbones: tuple[str, ...] = BACKBONES
+    cpr_negatives: int = 4  # CPR's m mismatched prompts per sample (CPL's default 4)
     prior_dim: int = 64
     estimator_width: int = 16
 
 
-# Sized for 3 hours on 2 cores: 6 variants x 3 seeds x 1000 steps.
-FULL = Settings(model_args=dict(dim=16, num_blocks=[1, 1, 1, 2], num_refinement_blocks=1), patch_size=64,
-                batch_size=8, steps=1000, lr=5e-4, warmup_steps=50, checkpoint_every=250, eval_size=128,
-                eval_draws=2, seeds=(0, 1, 2))
+# Sized for under 2 hours on 2 cores (2 backbones x 6 variants x 3 seeds x 240 steps; measured
+# 0.32-0.56 s a step at these sizes, CPR's 2 negatives 1.1 s): 32x32 crops, where 64x64 crops and
+# 1000 steps would take about 8 hours.
+FULL = Settings(model_args=dict(dim=16, num_blocks=[1, 1, 1, 2], num_refinement_blocks=1), patch_size=32,
+                batch_size=8, steps=240, lr=5e-4, warmup_steps=12, checkpoint_every=60, eval_size=96,
+                eval_draws=2, seeds=(0, 1, 2), cpr_negatives=2)
 QUICK = Settings(model_args=dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1), patch_size=32,
                  batch_size=4, steps=4, lr=5e-4, warmup_steps=1, checkpoint_every=2, eval_size=32, eval_draws=1,
                  seeds=(0, 1))
@@ -105,18 +118,20 @@ def random_vgg(out: Path) -> Path:
     return path
 
 
-def config(variant: str, seed: int, settings: Settings, out: Path, quick: bool) -> TrainConfig:
+def config(backbone: str, variant: str, seed: int, settings: Settings, out: Path, quick: bool) -> TrainConfig:
     paradigm = {"plain": "none", "cpl_cpr": "cpl"}.get(variant, variant)
     args: dict = {}
     if variant == "sipl":
         args = {"train_size": settings.patch_size}
     elif variant == "lupi":
         args = {"prior_dim": settings.prior_dim, "estimator_width": settings.estimator_width}
-    return TrainConfig(model="promptir", model_args=settings.model_args, fast=True, paradigm=paradigm,
+    elif variant == "cpl_cpr":
+        args = {"negatives": settings.cpr_negatives}
+    return TrainConfig(model=backbone, model_args=settings.model_args, fast=True, paradigm=paradigm,
                        paradigm_args=args, data=str(out / "photos"), benchmark="synthetic", synthetic_kinds=TASKS,
                        patch_size=settings.patch_size, batch_size=settings.batch_size, steps=settings.steps,
                        lr=settings.lr, warmup_steps=settings.warmup_steps, seed=seed,
-                       checkpoint_every=settings.checkpoint_every, out=str(out / "runs" / f"{variant}-seed{seed}"),
+                       checkpoint_every=settings.checkpoint_every, out=str(out / "runs" / f"{backbone}-{variant}-seed{seed}"),
                        lupi_stage2_at=settings.steps // 2 if variant == "lupi" else None,
                        cpl_vgg=str(random_vgg(out)) if variant == "cpl_cpr" else None, progress=not quick)
 
@@ -216,7 +231,8 @@ def prompt_statistics(model: torch.nn.Module, samples: list[dict]) -> dict:
 def gradient_coverage(model: torch.nn.Module, c: TrainConfig, batches: int = 4) -> list[str]:
     """Trainable parameters that receive no gradient from the training loss over `batches`
     batches spread over the run's training set: their names, empty if every one does (the
-    modules a backbone declares unused, PromptIR's six dead convolutions, left out)."""
+    modules a backbone declares unused, PromptIR's six dead convolutions, and those that get
+    none by construction, BY_CONSTRUCTION, left out)."""
     from pyairir.data import synthetic_set
     from pyairir.train.trainer import collate
 
@@ -234,25 +250,26 @@ def gradient_coverage(model: torch.nn.Module, c: TrainConfig, batches: int = 4) 
     wrapped.zero_grad(set_to_none=True)
     model.eval()
     unused = tuple(f"{m}." for m in getattr(getattr(model, "backbone", model), "unused_modules", ()))
+    by_construction = re.compile(BY_CONSTRUCTION.get(c.model, "$^"))
     # A gradient that is zero analytically can come out as rounding noise (CPL's gate under top-1
     # renormalised routing, weight p / p): below 1e-9 of the largest parameter's total counts as none.
     floor = 1e-9 * max(total.values(), default=0.0)
     names = [name.removeprefix("model.") for name, g in total.items() if g <= floor]
-    return sorted(name for name in names if not name.startswith(unused))
+    return sorted(name for name in names if not name.startswith(unused) and not by_construction.search(name))
 
 
-def evaluate_run(variant: str, seed: int, settings: Settings, out: Path, quick: bool) -> dict:
+def evaluate_run(backbone: str, variant: str, seed: int, settings: Settings, out: Path, quick: bool) -> dict:
     """Trains (or resumes) one run and measures it; the result is kept in out/results/."""
-    path = out / "results" / f"{variant}-seed{seed}.json"
+    path = out / "results" / f"{backbone}-{variant}-seed{seed}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    c = config(variant, seed, settings, out, quick)
+    c = config(backbone, variant, seed, settings, out, quick)
     start = time.perf_counter()
     model = trained(c)
     trained_at = time.perf_counter()
     samples = held_out(settings)
     with torch.no_grad():
-        result: dict = {"variant": variant, "seed": seed, "train_seconds": trained_at - start,  # in this process
+        result: dict = {"backbone": backbone, "variant": variant, "seed": seed, "train_seconds": trained_at - start,  # in this process
                         "scores": scores([restore(model, s["degraded"]) for s in samples], samples)}
     result["no_gradient"] = gradient_coverage(model, c)
     if variant == "sipl":
@@ -390,14 +407,16 @@ def _pm(value: tuple[float, float], digits: int = 2) -> str:
 
 
 def report(summary: dict, settings: Settings, seconds: float, quick: bool, figures: dict[str, str]) -> str:
-    v = summary["variants"]
+    """The Markdown report: how it was run, then per backbone its tables, figures and checks
+    (summary: {"backbones": {backbone: summarise(...)}}; figures: {"backbone/name": path})."""
     commit = _commit()
     lines = ["# Do the paradigms learn? A small-scale replication on CPU", "",
              f"Written by `python -m benchmarks.learning{' --quick' if quick else ''}` at commit {commit} "
              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.processor() or platform.machine()}, "
              f"torch {torch.__version__}, {torch.get_num_threads()} threads); wall time {seconds / 60:.1f} min.", "",
              "## How it was run", "",
-             f"- Backbone: PromptIR with {settings.model_args} (fast kernels), trained with AdamW (lr "
+             f"- Backbones: {' and '.join(NAMES[b] for b in settings.backbones)}, each with "
+             f"{settings.model_args} (fast kernels), trained with AdamW (lr "
              f"{settings.lr}, {settings.warmup_steps} warm-up steps, cosine), batch {settings.batch_size} of "
              f"{settings.patch_size}x{settings.patch_size} crops, {settings.steps} steps, seeds "
              f"{', '.join(map(str, settings.seeds))}; every variant the same budget and seeds.",
@@ -411,25 +430,40 @@ def report(summary: dict, settings: Settings, seconds: float, quick: bool, figur
              "- LUPI: stage 2 from half-way; prior dimension "
              f"{settings.prior_dim}, estimator width {settings.estimator_width}.",
              "- CPR: VGG16 ImageNet weights cannot be downloaded here; `cpl_cpr` uses a VGG16 with seeded "
-             "random weights as the feature extractor (a weaker perceptual proxy). `cpl` is the sparse "
-             "prompts alone.", ""]
-    lines += ["## PSNR (dB) on the held-out photos", "",
+             f"random weights as the feature extractor (a weaker perceptual proxy), {settings.cpr_negatives} "
+             "negative(s) per sample. `cpl` is the sparse prompts alone.",
+             "- Gradient check: parameters that get no gradient by construction of the official models are "
+             "left out: PromptIR's six unused 1x1 convs; AdaIR's FreModule `conv`, `score_gen` (never used), "
+             "`rate_conv` (its band half-sides are truncated to integers) and `channel_cross_h`'s queries "
+             "(at feature maps under 256 px those half-sides are 0, so the low band is empty; AdaIR itself "
+             "trains at 128 px).", ""]
+    for backbone, entry in summary["backbones"].items():
+        lines += _backbone_report(backbone, entry, {k.split("/")[1]: f for k, f in figures.items()
+                                                    if k.startswith(f"{backbone}/")})
+    return "\n".join(lines) + "\n"
+
+
+def _backbone_report(backbone: str, summary: dict, figures: dict[str, str]) -> list[str]:
+    """One backbone's sections of the report."""
+    v = summary["variants"]
+    name = NAMES[backbone]
+    lines = [f"## {name}: PSNR (dB) on the held-out photos", "",
               "| variant | " + " | ".join(TASKS) + " | average | vs plain (average) |",
               "|---|" + "---:|" * (len(TASKS) + 2)]
     for variant, entry in v.items():
         t = entry["tasks"]
         d = t["average"]["vs_plain"]
         vs = f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]" if d else "—"
-        lines.append(f"| {TITLES[variant]} | " + " | ".join(_pm(t[k]["psnr"]) for k in TASKS)
+        lines.append(f"| {name} {TITLES[variant]} | " + " | ".join(_pm(t[k]["psnr"]) for k in TASKS)
                      + f" | {_pm(t['average']['psnr'])} | {vs} |")
     lines += ["", "SSIM:", "", "| variant | " + " | ".join(TASKS) + " | average |",
               "|---|" + "---:|" * (len(TASKS) + 1)]
     for variant, entry in v.items():
         t = entry["tasks"]
-        lines.append(f"| {TITLES[variant]} | " + " | ".join(_pm(t[k]["ssim"], 3) for k in (*TASKS, "average")) + " |")
+        lines.append(f"| {name} {TITLES[variant]} | " + " | ".join(_pm(t[k]["ssim"], 3) for k in (*TASKS, "average")) + " |")
     if "sipl" in v:
         s = v["sipl"]
-        lines += ["", "## SIPL: self-refinement and the ground-truth-guided upper bound", "",
+        lines += ["", f"## {name} + SIPL: self-refinement and the ground-truth-guided upper bound", "",
                   "| | " + " | ".join(f"I^({t})" for t in range(REFINEMENTS + 1)) + " | GT-guided |",
                   "|---|" + "---:|" * (REFINEMENTS + 2),
                   "| PSNR (dB) | " + " | ".join(_pm(x) for x in s["refinement"]) + f" | {_pm(s['guided'])} |"]
@@ -437,12 +471,12 @@ def report(summary: dict, settings: Settings, seconds: float, quick: bool, figur
             lines += ["", f"![SIPL PSNR per iteration]({figures['sipl']})"]
     if "lupi" in v:
         lu = v["lupi"]["lupi"]
-        lines += ["", "## LUPI: teacher (privileged estimator) and student (predictor)", "",
+        lines += ["", f"## {name} + LUPI: teacher (privileged estimator) and student (predictor)", "",
                   "| after | teacher R(I_d, D_T(I_d, I_c)) | student R(I_d, D_S(I_d)) |", "|---|---:|---:|"]
         lines += [f"| {stage} | {_pm(lu[stage]['teacher'])} | {_pm(lu[stage]['student'])} |" for stage in lu]
     for variant in ("cpl", "cpl_cpr"):
         if variant in v:
-            lines += ["", f"## {TITLES[variant]}: prompt selection", "",
+            lines += ["", f"## {name} {TITLES[variant]}: prompt selection", "",
                       "| level | I(task; prompt) bits | shuffled tasks, 95th percentile | mean entropy bits |",
                       "|---|---:|---:|---:|"]
             for i, lv in enumerate(v[variant]["prompts"]):
@@ -456,9 +490,9 @@ def report(summary: dict, settings: Settings, seconds: float, quick: bool, figur
             lines += [f"| {t} | " + " | ".join(map(str, level["histograms"][t])) + " |" for t in TASKS]
             if variant in figures:
                 lines += ["", f"![{variant} prompt selection]({figures[variant]})"]
-    lines += ["", "## Mechanism checks", "", "| check | holds | measured |", "|---|---|---|"]
-    lines += [f"| {name} | {'yes' if ok else '**no**'} | {detail} |" for name, ok, detail in checks(summary)]
-    return "\n".join(lines) + "\n"
+    lines += ["", f"## {name}: mechanism checks", "", "| check | holds | measured |", "|---|---|---|"]
+    lines += [f"| {check} | {'yes' if ok else '**no**'} | {detail} |" for check, ok, detail in checks(summary)]
+    return lines + [""]
 
 
 def _commit() -> str:
@@ -472,13 +506,22 @@ def _commit() -> str:
 
 
 def figures(summary: dict, folder: Path, relative_to: Path) -> dict[str, str]:
-    """SIPL's PSNR per iteration and CPL's prompt selection, as PNG files; {name: relative path}."""
+    """Per backbone SIPL's PSNR per iteration and CPL's prompt selection, as PNG files;
+    {"backbone/name": relative path}."""
+    written = {}
+    for backbone, entry in summary["backbones"].items():
+        written |= {f"{backbone}/{k}": f for k, f in _figures(backbone, entry, folder, relative_to).items()}
+    return written
+
+
+def _figures(backbone: str, summary: dict, folder: Path, relative_to: Path) -> dict[str, str]:
     from pyairir.eval import plots
 
     written = {}
     v = summary["variants"]
     if "sipl" in v:
-        path = plots.psnr_per_iteration([m for m, _ in v["sipl"]["refinement"]], folder / "sipl_refinement.png")
+        path = plots.psnr_per_iteration([m for m, _ in v["sipl"]["refinement"]],
+                                        folder / f"{backbone}_sipl_refinement.png")
         written["sipl"] = str(path.relative_to(relative_to))
     for variant in ("cpl", "cpl_cpr"):
         if variant in v:
@@ -486,8 +529,8 @@ def figures(summary: dict, folder: Path, relative_to: Path) -> dict[str, str]:
             probabilities = {t: torch.tensor(h, dtype=torch.float) / max(1, sum(h))
                              for t, h in level["histograms"].items()}
             entropies = {t: e[0] for t, e in level["entropy_bits"].items()}
-            path = plots.prompt_selection(probabilities, entropies, folder / f"{variant}_prompts.png",
-                                          title=f"{variant}: chosen prompt per task (level 1)")
+            path = plots.prompt_selection(probabilities, entropies, folder / f"{backbone}_{variant}_prompts.png",
+                                          title=f"{NAMES[backbone]} {variant}: chosen prompt per task (level 1)")
             written[variant] = str(path.relative_to(relative_to))
     return written
 
@@ -498,13 +541,15 @@ def run(out: Path, settings: Settings, quick: bool, variants: tuple[str, ...] = 
     """Trains and evaluates every variant and seed (resuming what out/ holds); (summary, seconds)."""
     start = time.perf_counter()
     prepare_photos(out)
-    results = {variant: [] for variant in variants}
+    results: dict[str, dict[str, list[dict]]] = {b: {variant: [] for variant in variants} for b in settings.backbones}
     for seed in settings.seeds:
-        for variant in variants:
-            if not quick:
-                print(f"benchmarks.learning: {variant}, seed {seed}", flush=True)
-            results[variant].append(evaluate_run(variant, seed, settings, out, quick))
-    return summarise(results), time.perf_counter() - start
+        for backbone in settings.backbones:
+            for variant in variants:
+                if not quick:
+                    print(f"benchmarks.learning: {NAMES[backbone]} {variant}, seed {seed}", flush=True)
+                results[backbone][variant].append(evaluate_run(backbone, variant, seed, settings, out, quick))
+    summary = {"backbones": {b: summarise(r) for b, r in results.items()}}
+    return summary, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -527,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     made = figures(summary, doc.parent / "learning", doc.parent)
     write_text_atomic(doc, report(summary, settings, seconds, args.quick, made))
     print(f"benchmarks.learning: wrote {doc} ({seconds / 60:.1f} min)")
-    failed = [name for name, ok, _ in checks(summary) if not ok]
+    failed = [f"{NAMES[b]}: {name}" for b, entry in summary["backbones"].items()
+              for name, ok, _ in checks(entry) if not ok]
     if failed and not args.quick:
         print("benchmarks.learning: mechanism checks that do not hold:\n  " + "\n  ".join(failed), file=sys.stderr)
         return 1

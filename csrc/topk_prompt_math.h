@@ -53,6 +53,18 @@ inline std::pair<at::Tensor, at::Tensor> gate(const at::Tensor& logits, int64_t 
 //   dw_j = <d_m, P_{s_j}>,   dP_i = sum_{b, j: s_bj = i} w_bj d_m_b   (summed in batch order),
 //   dp_{s_j} = (dw_j - sum_l dw_l w_l) / sum_l p_{s_l} if renormalised, else dw_j,
 //   dlogits = p (dp - sum p dp)   (the softmax's backward).
+
+// dlogits (B, n) in the dtype of logits, from dw (B, k) and the gate (weights, selection).
+inline at::Tensor logit_gradient(const at::Tensor& dw, const at::Tensor& logits, const at::Tensor& weights,
+                                 const at::Tensor& selection, bool renormalize) {
+  const at::Tensor p = logits.to(acc_dtype(logits.scalar_type())).softmax(1);
+  at::Tensor dp_selected = dw;
+  if (renormalize) dp_selected = (dw - (dw * weights).sum(1, true)) / p.gather(1, selection).sum(1, true);
+  const at::Tensor dp = at::zeros_like(p).scatter(1, selection, dp_selected);
+  return (p * (dp - (p * dp).sum(1, true))).to(logits.scalar_type());
+}
+
+// (dlogits, dP) in ATen ops (any device; the CPU kernel computes dw and dP in one pass instead).
 inline std::pair<at::Tensor, at::Tensor> gradients(const at::Tensor& d_mixed, const at::Tensor& logits,
                                                    const at::Tensor& prompts, int64_t k, bool renormalize) {
   const at::ScalarType acc = acc_dtype(prompts.scalar_type());
@@ -68,12 +80,7 @@ inline std::pair<at::Tensor, at::Tensor> gradients(const at::Tensor& d_mixed, co
   const int64_t* index = indices.const_data_ptr<int64_t>();
   for (int64_t b = 0; b < B; ++b)  // not index_add_: its accumulation order is unspecified on CUDA
     for (int64_t j = 0; j < k; ++j) grad_prompts[index[b * k + j]].add_(contributions[b][j]);
-  const at::Tensor p = logits.to(acc).softmax(1);
-  at::Tensor dp_selected = dw;
-  if (renormalize) dp_selected = (dw - (dw * w).sum(1, true)) / p.gather(1, selection).sum(1, true);
-  const at::Tensor dp = at::zeros_like(p).scatter(1, selection, dp_selected);
-  const at::Tensor grad_logits = p * (dp - (p * dp).sum(1, true));
-  return {grad_logits.to(logits.scalar_type()), grad_prompts.to(prompts.scalar_type())};
+  return {logit_gradient(dw, logits, w, selection, renormalize), grad_prompts.to(prompts.scalar_type())};
 }
 
 }  // namespace topk_prompt_math

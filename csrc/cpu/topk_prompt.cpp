@@ -108,6 +108,49 @@ void resize_adjoint(const scalar_t* grad, A* d_mixed, const Geometry& g) {
   });
 }
 
+// dw (B, k) and dP (n, C, s, s) from d_mixed in one pass over it, without the (B, k, C, s, s)
+// temporaries of the ATen formulation: dP per (component, channel) plane, each plane summed over
+// (b, j) in order by one writer; dw from per-(b, j, c) dot products summed over c in order.
+template <typename scalar_t, typename A = acc_type<scalar_t>>
+void prompt_gradients(const A* d_mixed, const scalar_t* prompts, const A* weights, const int64_t* selection,
+                      A* dw, A* d_prompts, const Geometry& g) {
+  const int64_t plane = g.s * g.s;
+  at::parallel_for(0, g.n * g.C, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t m = task / g.C, c = task % g.C;
+      A* dst = d_prompts + task * plane;
+      std::fill(dst, dst + plane, A(0));
+      for (int64_t b = 0; b < g.B; ++b)
+        for (int64_t j = 0; j < g.k; ++j) {
+          if (selection[b * g.k + j] != m) continue;
+          const A* src = d_mixed + (b * g.C + c) * plane;
+          const Vec<A> w(weights[b * g.k + j]);
+          vec_for<A>(plane, [&](int64_t i, int64_t n) {
+            at::vec::fmadd(w, load(src + i, n), load(dst + i, n)).store(dst + i, n);
+          });
+        }
+    }
+  });
+  std::vector<A> partial(g.B * g.k * g.C);
+  at::parallel_for(0, g.B * g.C, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / g.C, c = task % g.C;
+      const A* d = d_mixed + task * plane;
+      for (int64_t j = 0; j < g.k; ++j) {
+        const scalar_t* p = prompts + (selection[b * g.k + j] * g.C + c) * plane;
+        partial[(b * g.k + j) * g.C + c] = vec_sum<A>(
+            plane, [&](int64_t i) { return load_acc(p + i, Vec<A>::size()) * Vec<A>::loadu(d + i); },
+            [&](int64_t i) { return static_cast<A>(p[i]) * d[i]; });
+      }
+    }
+  });
+  for (int64_t bj = 0; bj < g.B * g.k; ++bj) {
+    A sum = A(0);
+    for (int64_t c = 0; c < g.C; ++c) sum += partial[bj * g.C + c];
+    dw[bj] = sum;
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_prompt(const at::Tensor& logits, const at::Tensor& prompts,
                                                            int64_t height, int64_t width, int64_t k,
                                                            bool renormalize) {
@@ -131,8 +174,16 @@ std::tuple<at::Tensor, at::Tensor> topk_prompt_backward(const at::Tensor& grad_o
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, prompts.scalar_type(), "topk_prompt_backward", [&] {
     resize_adjoint(grad.const_data_ptr<scalar_t>(), d_mixed.mutable_data_ptr<acc_type<scalar_t>>(), g);
   });
-  const auto [grad_logits, grad_prompts] = topk_prompt_math::gradients(d_mixed, logits, prompts, k, renormalize);
-  return {grad_logits, grad_prompts};
+  const auto [weights, selection] = topk_prompt_math::gate(logits, k, renormalize);
+  const at::Tensor dw = at::empty({g.B, g.k}, d_mixed.options());
+  at::Tensor d_prompts = at::empty({g.n, g.C, g.s, g.s}, d_mixed.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, prompts.scalar_type(), "topk_prompt_backward", [&] {
+    using A = acc_type<scalar_t>;
+    prompt_gradients(d_mixed.const_data_ptr<A>(), prompts.const_data_ptr<scalar_t>(), weights.const_data_ptr<A>(),
+                     selection.const_data_ptr<int64_t>(), dw.mutable_data_ptr<A>(), d_prompts.mutable_data_ptr<A>(), g);
+  });
+  return {topk_prompt_math::logit_gradient(dw, logits, weights, selection, renormalize),
+          d_prompts.to(prompts.scalar_type())};
 }
 
 }  // namespace

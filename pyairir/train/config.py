@@ -29,6 +29,7 @@ class TrainConfig:
     patch_size: int = 128
     batch_size: int = 8  # global, split evenly over the processes
     num_workers: int = 0
+    cache_images: bool = False  # keep the decoded training images in memory (each worker its own copy)
     # optimisation (AdamW, linear warmup then cosine to min_lr)
     steps: int = 10_000
     lr: float = 2e-4
@@ -96,6 +97,7 @@ _RULES: dict[str, tuple[Any, str, Any, str]] = {
     "patch_size": (_as_int, "an integer", lambda v: v > 0, "positive"),
     "batch_size": (_as_int, "an integer", lambda v: v > 0, "positive"),
     "num_workers": (_as_int, "an integer", lambda v: v >= 0, "0 or more"),
+    "cache_images": (_as_bool, "true or false", None, ""),
     "steps": (_as_int, "an integer", lambda v: v > 0, "positive"),
     "lr": (_as_float, "a finite number", lambda v: v > 0, "positive"),
     "min_lr": (_as_float, "a finite number", lambda v: v >= 0, "0 or more"),

@@ -138,9 +138,11 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, config))
         self.step = 0
         self.out = Path(config.out)
-        self.data = (synthetic_set(config.data, config.synthetic_kinds, config.patch_size, config.seed)
+        self.data = (synthetic_set(config.data, config.synthetic_kinds, config.patch_size, config.seed,
+                                   cache_images=config.cache_images)
                      if config.benchmark == "synthetic" else
-                     training_set(config.data, config.benchmark, config.patch_size, config.seed))
+                     training_set(config.data, config.benchmark, config.patch_size, config.seed,
+                                  cache_images=config.cache_images))
 
     # ---------------------------------------------------------------- checkpoints
     def save(self) -> Path:
@@ -243,7 +245,7 @@ def _as_python_rng(state):
 # Settings a checkpoint cannot be resumed under a different value of: they change what the weights are.
 _IDENTITY = ("model", "model_args", "paradigm", "paradigm_args")
 # Settings that change nothing about the run's result.
-_INCIDENTAL = ("fast", "num_workers", "progress", "checkpoint_every", "out")
+_INCIDENTAL = ("fast", "num_workers", "cache_images", "progress", "checkpoint_every", "out")
 
 
 def _resume_changes(saved: dict, config: TrainConfig, folder: Path) -> list[str]:

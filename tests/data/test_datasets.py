@@ -101,3 +101,24 @@ def test_corrupt_image(tmp_path):
     path.write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
     with pytest.raises(ValueError, match="could not be read"):
         read_image(path)
+
+
+@pytest.mark.parametrize("patch_size", [16, None])
+def test_cached_images_give_the_same_items_and_are_read_once(tmp_path, monkeypatch, patch_size):
+    from pyairir.data import datasets
+
+    root = make_training_tree(tmp_path)
+    plain = training_set(root, "5task", patch_size=patch_size, seed=3)
+    expected = [[plain[(index, epoch)] for index in range(len(plain))] for epoch in (0, 1)]
+    cached = training_set(root, "5task", patch_size=patch_size, seed=3, cache_images=True)
+    reads = []
+    monkeypatch.setattr(datasets, "read_image", lambda path: reads.append(path) or read_image(path))
+    for epoch in (0, 1):
+        for index in range(len(cached)):
+            item = cached[(index, epoch)]
+            want = expected[epoch][index]
+            assert torch.equal(item["degraded"], want["degraded"]) and torch.equal(item["clean"], want["clean"])
+            item["clean"].zero_()  # an item is a copy: changing it must not change the cache
+            item["degraded"].zero_()
+    files = {p for e in cached.entries for p in (e.clean, e.degraded) if p is not None}
+    assert len(reads) == len(set(reads)) == len(files)  # each image decoded once, over two epochs

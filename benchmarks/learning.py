@@ -3,6 +3,7 @@
     python -m benchmarks.learning                 # the full run: docs/learning.md and docs/learning/*.png
     python -m benchmarks.learning --quick         # about a minute (tests/test_learning.py runs it)
     python -m benchmarks.learning --out DIR       # where runs, results and (quick) the report go
+    python -m benchmarks.learning --stop-after 90 # starts no new run after 90 minutes (rerun to go on)
 
 A small PromptIR and a small AdaIR are trained, under the same budget and seeds, plain and wrapped in each paradigm
 (Privilege Learning, SIPL, LUPI with both stages, CPL's sparse prompts without and with CPR) on
@@ -10,7 +11,9 @@ an all-in-one task built from scikit-image's sample photos (no download): Gaussi
 sigma 15/25/50, rain, haze, low light and CDD-11-style composites (pyairir.data.degrade), and
 evaluated on held-out photos never trained on (pyairir.demo's HELD_OUT_PHOTOS) by PSNR/SSIM
 (PromptIR's protocol). Every run and every evaluation is kept in DIR, so an interrupted run
-resumes where it stopped (the trainer resumes mid-run from its checkpoints).
+resumes where it stopped (the trainer resumes mid-run from its checkpoints). Each run records
+its training and evaluation time and the CPU it ran on; the report's compute time is their sum,
+so a run spread over several sessions is reported as what it cost.
 
 The report gives per variant and degradation the mean and standard deviation over the seeds, the
 paired difference to the plain backbone with its 95 % confidence interval, SIPL's PSNR after 0-3
@@ -39,6 +42,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from benchmarks.machine import cpu_description
 from pyairir._files import write_text_atomic
 from pyairir.data import degrade, write_image
 from pyairir.demo import HELD_OUT_PHOTOS, TRAINING_PHOTOS, sample_photo
@@ -84,11 +88,12 @@ class Settings:
     estimator_width: int = 16
 
 
-# Sized for under 2 hours on 2 cores (2 backbones x 6 variants x 3 seeds x 240 steps; measured
-# 0.32-0.56 s a step at these sizes, CPR's 2 negatives 1.1 s): 32x32 crops, where 64x64 crops and
-# 1000 steps would take about 8 hours.
+# Sized for about 2 hours on 2 cores: 2 backbones x 6 variants x 3 seeds x 480 steps of 8 32x32
+# crops, measured at 0.19-0.42 s a step (CPR with 2 negatives about 1 s); 64x64 crops and 1000
+# steps would take about 8 hours. lr 1e-3 as scripts/train_demo.py (5e-4 left the models below
+# their inputs' PSNR after 240 steps).
 FULL = Settings(model_args=dict(dim=16, num_blocks=[1, 1, 1, 2], num_refinement_blocks=1), patch_size=32,
-                batch_size=8, steps=240, lr=5e-4, warmup_steps=12, checkpoint_every=60, eval_size=96,
+                batch_size=8, steps=480, lr=1e-3, warmup_steps=24, checkpoint_every=120, eval_size=96,
                 eval_draws=2, seeds=(0, 1, 2), cpr_negatives=2)
 QUICK = Settings(model_args=dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1), patch_size=32,
                  batch_size=4, steps=4, lr=5e-4, warmup_steps=1, checkpoint_every=2, eval_size=32, eval_draws=1,
@@ -128,10 +133,12 @@ def config(backbone: str, variant: str, seed: int, settings: Settings, out: Path
     elif variant == "cpl_cpr":
         args = {"negatives": settings.cpr_negatives}
     return TrainConfig(model=backbone, model_args=settings.model_args, fast=True, paradigm=paradigm,
-                       paradigm_args=args, data=str(out / "photos"), benchmark="synthetic", synthetic_kinds=TASKS,
+                       paradigm_args=args, data=str(out / "photos"), benchmark="synthetic", cache_images=True,
+                       synthetic_kinds=TASKS,
                        patch_size=settings.patch_size, batch_size=settings.batch_size, steps=settings.steps,
                        lr=settings.lr, warmup_steps=settings.warmup_steps, seed=seed,
-                       checkpoint_every=settings.checkpoint_every, out=str(out / "runs" / f"{backbone}-{variant}-seed{seed}"),
+                       checkpoint_every=settings.checkpoint_every,
+                       out=str(out / "runs" / f"{backbone}-{variant}-seed{seed}"),
                        lupi_stage2_at=settings.steps // 2 if variant == "lupi" else None,
                        cpl_vgg=str(random_vgg(out)) if variant == "cpl_cpr" else None, progress=not quick)
 
@@ -264,12 +271,15 @@ def evaluate_run(backbone: str, variant: str, seed: int, settings: Settings, out
     if path.is_file():
         return json.loads(path.read_text())
     c = config(backbone, variant, seed, settings, out, quick)
+    from_scratch = not Path(c.out).exists()  # else part of its training happened in an earlier process
     start = time.perf_counter()
     model = trained(c)
     trained_at = time.perf_counter()
     samples = held_out(settings)
     with torch.no_grad():
-        result: dict = {"backbone": backbone, "variant": variant, "seed": seed, "train_seconds": trained_at - start,  # in this process
+        result: dict = {"backbone": backbone, "variant": variant, "seed": seed, "cpu": cpu_description(),
+                        "commit": _commit(),
+                        "train_seconds": trained_at - start, "timed_from_scratch": from_scratch,
                         "scores": scores([restore(model, s["degraded"]) for s in samples], samples)}
     result["no_gradient"] = gradient_coverage(model, c)
     if variant == "sipl":
@@ -406,14 +416,19 @@ def _pm(value: tuple[float, float], digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f}" if not math.isnan(sd) else f"{mean:.{digits}f}"
 
 
-def report(summary: dict, settings: Settings, seconds: float, quick: bool, figures: dict[str, str]) -> str:
+def report(summary: dict, settings: Settings, quick: bool, figures: dict[str, str]) -> str:
     """The Markdown report: how it was run, then per backbone its tables, figures and checks
     (summary: {"backbones": {backbone: summarise(...)}}; figures: {"backbone/name": path})."""
     commit = _commit()
     lines = ["# Do the paradigms learn? A small-scale replication on CPU", "",
-             f"Written by `python -m benchmarks.learning{' --quick' if quick else ''}` at commit {commit} "
+             f"Written by `python -m benchmarks.learning{' --quick' if quick else ''}` (runs at commit "
+             f"{', '.join(summary['commits'])}, report at {commit}) "
              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.processor() or platform.machine()}, "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads); wall time {seconds / 60:.1f} min.", "",
+             f"torch {torch.__version__}, {torch.get_num_threads()} threads). Compute time "
+             f"{summary['compute_seconds'] / 3600:.2f} h: the sum over the runs of their training and evaluation"
+             + (f" ({summary['resumed_runs']} run(s) resumed mid-training: their time before that is not counted)"
+                if summary["resumed_runs"] else "")
+             + f"; CPU: {'; '.join(summary['cpus'])}.", "",
              "## How it was run", "",
              f"- Backbones: {' and '.join(NAMES[b] for b in settings.backbones)}, each with "
              f"{settings.model_args} (fast kernels), trained with AdamW (lr "
@@ -438,18 +453,20 @@ def report(summary: dict, settings: Settings, seconds: float, quick: bool, figur
              "(at feature maps under 256 px those half-sides are 0, so the low band is empty; AdaIR itself "
              "trains at 128 px).", ""]
     for backbone, entry in summary["backbones"].items():
-        lines += _backbone_report(backbone, entry, {k.split("/")[1]: f for k, f in figures.items()
-                                                    if k.startswith(f"{backbone}/")})
+        lines += _backbone_report(backbone, entry, summary["degraded"],
+                                  {k.split("/")[1]: f for k, f in figures.items() if k.startswith(f"{backbone}/")})
     return "\n".join(lines) + "\n"
 
 
-def _backbone_report(backbone: str, summary: dict, figures: dict[str, str]) -> list[str]:
-    """One backbone's sections of the report."""
+def _backbone_report(backbone: str, summary: dict, degraded: dict, figures: dict[str, str]) -> list[str]:
+    """One backbone's sections of the report (degraded: scores() of the unrestored inputs)."""
     v = summary["variants"]
     name = NAMES[backbone]
     lines = [f"## {name}: PSNR (dB) on the held-out photos", "",
               "| variant | " + " | ".join(TASKS) + " | average | vs plain (average) |",
-              "|---|" + "---:|" * (len(TASKS) + 2)]
+              "|---|" + "---:|" * (len(TASKS) + 2),
+              "| degraded input (not restored) | "
+              + " | ".join(f"{degraded[k]['psnr']:.2f}" for k in (*TASKS, "average")) + " | — |"]
     for variant, entry in v.items():
         t = entry["tasks"]
         d = t["average"]["vs_plain"]
@@ -457,10 +474,13 @@ def _backbone_report(backbone: str, summary: dict, figures: dict[str, str]) -> l
         lines.append(f"| {name} {TITLES[variant]} | " + " | ".join(_pm(t[k]["psnr"]) for k in TASKS)
                      + f" | {_pm(t['average']['psnr'])} | {vs} |")
     lines += ["", "SSIM:", "", "| variant | " + " | ".join(TASKS) + " | average |",
-              "|---|" + "---:|" * (len(TASKS) + 1)]
+              "|---|" + "---:|" * (len(TASKS) + 1),
+              "| degraded input (not restored) | "
+              + " | ".join(f"{degraded[k]['ssim']:.3f}" for k in (*TASKS, "average")) + " |"]
     for variant, entry in v.items():
         t = entry["tasks"]
-        lines.append(f"| {name} {TITLES[variant]} | " + " | ".join(_pm(t[k]["ssim"], 3) for k in (*TASKS, "average")) + " |")
+        lines.append(f"| {name} {TITLES[variant]} | "
+                     + " | ".join(_pm(t[k]["ssim"], 3) for k in (*TASKS, "average")) + " |")
     if "sipl" in v:
         s = v["sipl"]
         lines += ["", f"## {name} + SIPL: self-refinement and the ground-truth-guided upper bound", "",
@@ -537,19 +557,30 @@ def _figures(backbone: str, summary: dict, folder: Path, relative_to: Path) -> d
 
 # -------------------------------------------------------------------------------------------- main
 
-def run(out: Path, settings: Settings, quick: bool, variants: tuple[str, ...] = VARIANTS) -> tuple[dict, float]:
-    """Trains and evaluates every variant and seed (resuming what out/ holds); (summary, seconds)."""
+def run(out: Path, settings: Settings, quick: bool, variants: tuple[str, ...] = VARIANTS,
+        stop_after: float | None = None) -> dict | None:
+    """Trains and evaluates every variant and seed (resuming what out/ holds) and summarises them;
+    None if it stopped, with runs left, once stop_after seconds had passed."""
     start = time.perf_counter()
     prepare_photos(out)
     results: dict[str, dict[str, list[dict]]] = {b: {variant: [] for variant in variants} for b in settings.backbones}
-    for seed in settings.seeds:
-        for backbone in settings.backbones:
-            for variant in variants:
-                if not quick:
-                    print(f"benchmarks.learning: {NAMES[backbone]} {variant}, seed {seed}", flush=True)
-                results[backbone][variant].append(evaluate_run(backbone, variant, seed, settings, out, quick))
-    summary = {"backbones": {b: summarise(r) for b, r in results.items()}}
-    return summary, time.perf_counter() - start
+    todo = [(seed, b, v) for seed in settings.seeds for b in settings.backbones for v in variants]
+    for done, (seed, backbone, variant) in enumerate(todo):
+        if stop_after is not None and time.perf_counter() - start > stop_after:
+            print(f"benchmarks.learning: stopped after {stop_after / 60:.0f} min with {done} of {len(todo)} runs "
+                  "done; run the same command again to go on", flush=True)
+            return None
+        if not quick:
+            print(f"benchmarks.learning: {NAMES[backbone]} {variant}, seed {seed} ({done + 1} of {len(todo)})",
+                  flush=True)
+        results[backbone][variant].append(evaluate_run(backbone, variant, seed, settings, out, quick))
+    runs = [r for by_variant in results.values() for rs in by_variant.values() for r in rs]
+    samples = held_out(settings)
+    return {"backbones": {b: summarise(r) for b, r in results.items()},
+            "degraded": scores([s["degraded"] for s in samples], samples),
+            "compute_seconds": sum(r["train_seconds"] + r["evaluate_seconds"] for r in runs),
+            "resumed_runs": sum(not r["timed_from_scratch"] for r in runs),
+            "cpus": sorted({r["cpu"] for r in runs}), "commits": sorted({r["commit"] for r in runs})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -557,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny model and a few steps (about a minute)")
     parser.add_argument("--out", help="runs and results (default runs/learning, runs/learning-quick with --quick)")
     parser.add_argument("--doc", help="the report (default docs/learning.md; with --quick OUT/learning.md)")
+    parser.add_argument("--stop-after", type=float, metavar="MINUTES",
+                        help="start no new run after this many minutes (rerun the command to go on)")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     out = Path(args.out or ROOT / "runs" / ("learning-quick" if args.quick else "learning"))
@@ -567,11 +600,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(meta, json.dumps(asdict(settings)))
-    summary, seconds = run(out, settings, args.quick)
+    start = time.perf_counter()
+    summary = run(out, settings, args.quick, stop_after=None if args.stop_after is None else 60 * args.stop_after)
+    if summary is None:
+        return 0
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     made = figures(summary, doc.parent / "learning", doc.parent)
-    write_text_atomic(doc, report(summary, settings, seconds, args.quick, made))
-    print(f"benchmarks.learning: wrote {doc} ({seconds / 60:.1f} min)")
+    write_text_atomic(doc, report(summary, settings, args.quick, made))
+    print(f"benchmarks.learning: wrote {doc} (this process {(time.perf_counter() - start) / 60:.1f} min, "
+          f"all runs {summary['compute_seconds'] / 60:.1f} min)")
     failed = [f"{NAMES[b]}: {name}" for b, entry in summary["backbones"].items()
               for name, ok, _ in checks(entry) if not ok]
     if failed and not args.quick:

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import pyairir
-from benchmarks.conftest import cpu_flags, record_preparation_time
+from benchmarks.conftest import record_preparation_time
+from benchmarks.machine import cpu_flags
 from pyairir.export import export_onnx, run_onnx
 from tests import official_like
 

@@ -289,8 +289,12 @@ def evaluate_run(backbone: str, variant: str, seed: int, settings: Settings, out
                                     for t in range(REFINEMENTS + 1)]
             guided = [model.restore(s["degraded"][None], guide=s["clean"][None])[1][0] for s in samples]
             result["guided"] = scores(guided, samples)["average"]["psnr"]
-        result["dictionary_norms"] = {name: float(p.detach().norm()) for name, p in model.named_parameters()
-                                      if name.startswith("privileged_dictionary")}
+        middle = dict(trained(c, c.steps // 2).named_parameters())
+        # How far each dictionary moved over the second half of training, relative to its size then:
+        # a dictionary Adam has frozen (SIPL's zero init) moves by a negligible fraction.
+        result["dictionary_late_change"] = {
+            name: float((p - middle[name]).norm() / middle[name].norm()) for name, p in model.named_parameters()
+            if name.startswith("privileged_dictionary")}
     if variant == "lupi":
         result["lupi"] = {}
         for stage, step in (("stage 1", c.lupi_stage2_at), ("stage 2", c.steps)):
@@ -350,7 +354,7 @@ def summarise(results: dict[str, list[dict]]) -> dict:
             entry["refinement"] = [mean_sd([r["refinement"][t] for r in runs]) for t in range(REFINEMENTS + 1)]
             entry["guided"] = mean_sd([r["guided"] for r in runs])
             entry["guided_vs_unguided"] = paired([r["guided"] for r in runs], [r["refinement"][0] for r in runs])
-            entry["dictionary_norm_min"] = min(v for r in runs for v in r["dictionary_norms"].values())
+            entry["dictionary_late_change_min"] = min(v for r in runs for v in r["dictionary_late_change"].values())
         if variant == "lupi":
             entry["lupi"] = {stage: {who: mean_sd([r["lupi"][stage][who] for r in runs])
                                      for who in ("teacher", "student")} for stage in ("stage 1", "stage 2")}
@@ -381,9 +385,10 @@ def checks(summary: dict) -> list[tuple[str, bool, str]]:
         g = v["sipl"]["guided_vs_unguided"]
         out.append(("SIPL: the ground-truth-guided pass beats the unguided one (95 % CI above 0)", g[1] > 0,
                     f"guided - unguided {g[0]:+.2f} dB [{g[1]:+.2f}, {g[2]:+.2f}]"))
-        norm = v["sipl"]["dictionary_norm_min"]
-        out.append(("SIPL: every Privileged Dictionary has moved from its zero init", norm > 0,
-                    f"smallest dictionary norm {norm:.3g}"))
+        change = v["sipl"]["dictionary_late_change_min"]
+        out.append(("SIPL: every Privileged Dictionary keeps learning (it moves by more than 1 % of its norm over "
+                    "the second half of training)", change > 0.01,
+                    f"smallest relative change {change:.3g}"))
     if "lupi" in v:
         s1, s2 = v["lupi"]["lupi"]["stage 1"], v["lupi"]["lupi"]["stage 2"]
         gap1, gap2 = s1["teacher"][0] - s1["student"][0], s2["teacher"][0] - s2["student"][0]

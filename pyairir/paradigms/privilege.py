@@ -23,6 +23,9 @@ from pyairir.nn import ProxyFusionBlock
 from pyairir.paradigms.base import Paradigm, l1
 
 
+DICTIONARY_STD = 0.02  # SIPL's default dictionary init, N(0, 0.02^2) (the official one is zeros)
+
+
 @dataclass
 class AlphaSchedule:
     """alpha(step), decreasing from `start` at step 0 to 0 at `total_steps` (and after):
@@ -110,7 +113,13 @@ class SIPL(Paradigm):
     F_PI are the encoder features, at the stage's level, of a privileged image: in training the
     model's own restoration of the ground truth (the official training step), at inference its
     previous output (Eq. 5-7). The dictionary's spatial size s is that of the stage's features
-    for a `train_size` crop (official: 64, 32, 16 for 128 x 128); it starts at zero.
+    for a `train_size` crop (official: 64, 32, 16 for 128 x 128).
+    dictionary_init: "normal" (default) draws PD from N(0, 0.02^2); "zeros" is the official init.
+    A zero dictionary makes p{k}_cross's queries exactly zero, and the attention's normalisation
+    q / max(|q|, 1e-12) then gives PD a first gradient of ~1e7: Adam's second moment keeps that
+    for thousands of steps, so the dictionary freezes after its first step (measured by
+    benchmarks.learning: every element ended at the same magnitude, 2.07e-3, after 480 steps;
+    tests/paradigms/test_sipl.py). The init does not change what a checkpoint loads.
     dictionary_heads / fusion_heads: heads of p{k}_cross / cross_p{k} for k = 1, 2, 3 (official
     (1, 2, 1) and (1, 2, 4) with PromptIR's heads [1, 2, 4, 8]).
     use_random_proxy: blend F'_PI with PD by a random weight per sample (official option).
@@ -119,8 +128,10 @@ class SIPL(Paradigm):
     def __init__(self, backbone: nn.Module, stages: tuple[str, ...] | None = None, train_size: int = 128,
                  dictionary_heads: tuple[int, ...] = (1, 2, 1), fusion_heads: tuple[int, ...] = (1, 2, 4),
                  ffn_expansion_factor: float = 2.0, bias: bool = False, LayerNorm_type: str = "WithBias",  # noqa: N803
-                 use_random_proxy: bool = False) -> None:
+                 use_random_proxy: bool = False, dictionary_init: str = "normal") -> None:
         super().__init__(backbone)
+        if dictionary_init not in ("normal", "zeros"):
+            raise ValueError(f"SIPL: dictionary_init must be 'normal' or 'zeros', got {dictionary_init!r}")
         self.stages = tuple(stages or self.deepest_stages(3))
         channels = backbone.stage_channels()
         unknown = [s for s in self.stages if s not in channels or s not in backbone.level_channels()]
@@ -137,7 +148,10 @@ class SIPL(Paradigm):
             if backbone.level_channels()[stage] != dim:
                 raise ValueError(f"SIPL: at {stage} the encoder has {backbone.level_channels()[stage]} channels "
                                  f"but the decoder {dim}; privileged features would not fit")
-            self.register_parameter(f"privileged_dictionary{k}", nn.Parameter(torch.zeros(1, dim, size, size)))
+            dictionary = torch.zeros(1, dim, size, size)
+            if dictionary_init == "normal":
+                nn.init.normal_(dictionary, std=DICTIONARY_STD)
+            self.register_parameter(f"privileged_dictionary{k}", nn.Parameter(dictionary))
         for prefix, heads in (("p{}_cross", dictionary_heads), ("cross_p{}", fusion_heads)):
             for stage, k in sorted(self.index.items(), key=lambda item: item[1]):
                 self.add_module(prefix.format(k), ProxyFusionBlock(channels[stage], heads[k - 1],

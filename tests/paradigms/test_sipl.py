@@ -223,3 +223,31 @@ def test_fusion_blocks_take_the_bias_and_layer_norm_asked_for():
     keys = set(custom.state_dict())
     assert "p1_cross.norm11.body.bias" not in keys and "cross_p3.norm2.body.bias" not in keys
     assert {"p1_cross.attn.q.bias", "cross_p3.ffn.project_out.bias"} <= keys
+
+
+def test_the_default_dictionary_init_learns_where_the_official_zeros_freeze():
+    """A zero dictionary gives zero queries, whose normalisation's 1/1e-12 makes PD's first gradient
+    huge; Adam's second moment keeps it, so PD's later gradients move it by a negligible fraction
+    of a normal step (|g| / sqrt(v) tiny). The default N(0, 0.02^2) init has an ordinary first
+    gradient, and Adam's steps follow PD's current gradient."""
+    def run(init: str) -> tuple[float, float]:
+        torch.manual_seed(0)
+        model = SIPL(backbone("promptir"), train_size=32, dictionary_init=init).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        degraded, clean = batch()
+        for step in range(8):
+            optimizer.zero_grad()
+            model.training_loss(degraded, clean)["loss"].backward()
+            gradient = model.privileged_dictionary1.grad
+            first = gradient.abs().max().item() if step == 0 else first
+            optimizer.step()
+        state = optimizer.state[model.privileged_dictionary1]
+        v_hat = state["exp_avg_sq"] / (1 - 0.999 ** 8)
+        return first, (gradient.abs() / (v_hat.sqrt() + 1e-8)).mean().item()  # |g_8| / sqrt(v), per element
+
+    zeros_first, zeros_follow = run("zeros")
+    normal_first, normal_follow = run("normal")
+    assert zeros_first > 1e4 and zeros_follow < 1e-6  # the official init: a huge first gradient, then frozen
+    assert normal_first < 10 and normal_follow > 1e-2  # the default: an ordinary gradient, and PD follows it
+    with pytest.raises(ValueError, match="dictionary_init must be 'normal' or 'zeros', got 'ones'"):
+        SIPL(backbone("promptir"), dictionary_init="ones")

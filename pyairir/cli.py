@@ -36,12 +36,15 @@ class CommandError(Exception):
 def _model(args: argparse.Namespace) -> nn.Module:
     """The model the arguments ask for: the demo model, or a registry model (+ paradigm, checkpoint)."""
     import pyairir
-    from pyairir.demo import load_demo_model
+    from pyairir.demo import DEMOS, load_demo_model
 
     if args.model == "demo":
-        if args.checkpoint or args.paradigm != "none":
-            raise CommandError("--checkpoint and --paradigm need --model NAME (a registry model), not the demo model")
-        return load_demo_model(fast=not args.eager)
+        if args.checkpoint:
+            raise CommandError("--checkpoint needs --model NAME (a registry model), not the demo model")
+        if args.paradigm not in DEMOS:
+            raise CommandError(f"--paradigm {args.paradigm}: pyairir ships demo models for --paradigm "
+                               f"{', '.join(DEMOS)} only; for {args.paradigm} give --model NAME --checkpoint FILE")
+        return load_demo_model(fast=not args.eager, paradigm=args.paradigm)
     if args.model not in pyairir.list_models():
         raise CommandError(f"unknown model {args.model!r}; available: demo, {', '.join(pyairir.list_models())}")
     from pyairir.train.config import TrainConfig
@@ -261,9 +264,11 @@ def command_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port < 65536:
         raise CommandError(f"--port must be 0..65535, got {args.port}")
     model = _model(args)
-    description = "the demo model (NAFNet, pyairir/weights)" if args.model == "demo" else (
+    description = (("the demo model (NAFNet, pyairir/weights)" if args.paradigm == "none" else
+                    f"the {args.paradigm.upper()} demo model (PromptIR-small, pyairir/weights)")
+                   if args.model == "demo" else (
         f"{args.model}{'' if args.paradigm == 'none' else ' + ' + args.paradigm}"
-        f"{' from ' + Path(args.checkpoint).name if args.checkpoint else ' (random weights)'}")
+        f"{' from ' + Path(args.checkpoint).name if args.checkpoint else ' (random weights)'}"))
     service = RestorationService(model, description, args.max_pixels, args.tile, args.overlap, args.iterations)
     try:
         server = make_server(service, args.host, args.port)
@@ -286,10 +291,13 @@ def command_serve(args: argparse.Namespace) -> int:
 
 
 def command_demo(args: argparse.Namespace) -> int:
-    from pyairir.demo import format_results, load_demo_model, run_demo
+    from pyairir.demo import demo_info, format_results, load_demo_model, run_demo
 
-    results = run_demo(load_demo_model(fast=not args.eager), out=args.output)
-    print("pyairir demo: held-out scikit-image photos (chelsea, coffee), synthetic degradations, PSNR:")
+    info = demo_info(args.paradigm)
+    model = load_demo_model(fast=not args.eager, paradigm=args.paradigm)
+    results = run_demo(model, out=args.output, kinds=tuple(info["degradations"]))
+    name = info["model"] if args.paradigm == "none" else f"{args.paradigm.upper()} around {info['model']}"
+    print(f"pyairir demo: {name} on held-out scikit-image photos (chelsea, coffee), synthetic degradations, PSNR:")
     print(format_results(results))
     if args.output:
         print(f"comparisons (degraded | restored | clean) written to {args.output}/demo_*.png")
@@ -303,6 +311,8 @@ def parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="restore held-out photos with the shipped demo model")
     demo.add_argument("-o", "--output", help="folder for the side-by-side comparisons")
     demo.add_argument("--eager", action="store_true", help="run the eager reference instead of fused kernels")
+    demo.add_argument("--paradigm", default="none", choices=("none", "sipl"),
+                      help="none: the NAFNet demo (default); sipl: the SIPL-PromptIR-small demo")
     demo.set_defaults(run=command_demo)
 
     restore = commands.add_parser("restore", help="restore images", epilog="Each image that cannot be read, "

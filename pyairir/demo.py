@@ -1,8 +1,12 @@
-"""The demo: a small all-in-one model shipped with pyairir, trained on CPU by
-scripts/train_demo.py on scikit-image's sample photos under five synthetic degradations, and
-shown on photos it never saw.
+"""The demo models shipped with pyairir, trained on CPU on scikit-image's sample photos and shown
+on photos they never saw:
 
-    pyairir demo            # restores held-out photos, prints the PSNR gained, writes a comparison
+- "none": a small NAFNet (scripts/train_demo.py), five synthetic degradations;
+- "sipl": SIPL around a small PromptIR, the seed-0 model of the learning run
+  (`python -m benchmarks.learning`, then scripts/sipl_demo.py), noise at three levels, rain,
+  haze, low light and three composites.
+
+    pyairir demo [--paradigm sipl]   # restores held-out photos, prints the PSNR gained, writes a comparison
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ WEIGHTS = Path(__file__).parent / "weights"
 TRAINING_PHOTOS = ("astronaut", "rocket", "motorcycle_left", "hubble_deep_field", "immunohistochemistry", "retina",
                    "camera", "moon", "coins", "brick", "grass", "gravel", "clock", "page")
 HELD_OUT_PHOTOS = ("chelsea", "coffee")
+DEMOS = {"none": "demo.json", "sipl": "demo_sipl.json"}  # paradigm -> description in WEIGHTS
 
 
 def sample_photo(name: str) -> torch.Tensor:
@@ -43,14 +48,32 @@ def sample_photo(name: str) -> torch.Tensor:
     return to_tensor(array)
 
 
-def load_demo_model(fast: bool = True) -> nn.Module:
-    """The shipped demo model, ready for inference (no download: the weights are in the package)."""
-    info_path = WEIGHTS / "demo.json"
-    if not info_path.is_file():
-        raise FileNotFoundError(f"pyairir's demo weights are missing ({info_path}); they are made by "
-                                "`python scripts/train_demo.py` in the repository")
-    info = json.loads(info_path.read_text())
-    model = create_model(info["model"], fast=fast, **info.get("model_args", {}))
+def demo_info(paradigm: str = "none") -> dict:
+    """The description of the demo model for `paradigm` (pyairir/weights/*.json): model, model_args,
+    paradigm, paradigm_args, weights, degradations it was trained on, how it was made."""
+    if paradigm not in DEMOS:
+        raise ValueError(f"no demo model for paradigm {paradigm!r}: pyairir ships demo models for "
+                         f"{', '.join(DEMOS)}")
+    path = WEIGHTS / DEMOS[paradigm]
+    if not path.is_file():
+        made_by = "scripts/train_demo.py" if paradigm == "none" else "scripts/sipl_demo.py"
+        raise FileNotFoundError(f"pyairir's demo weights are missing ({path}); they are made by "
+                                f"`python {made_by}` in the repository")
+    return json.loads(path.read_text())
+
+
+def load_demo_model(fast: bool = True, paradigm: str = "none") -> nn.Module:
+    """The shipped demo model for `paradigm` ("none": NAFNet; "sipl": SIPL-PromptIR-small), ready for
+    inference (no download: the weights are in the package)."""
+    info = demo_info(paradigm)
+    if info.get("paradigm", "none") == "none":
+        model = create_model(info["model"], fast=fast, **info.get("model_args", {}))
+    else:
+        from pyairir.train.config import TrainConfig
+        from pyairir.train.trainer import build_model
+
+        model = build_model(TrainConfig(model=info["model"], model_args=info.get("model_args", {}), fast=fast,
+                                        paradigm=info["paradigm"], paradigm_args=info.get("paradigm_args", {})))
     load_checkpoint(model, WEIGHTS / info["weights"])
     return model.eval()
 
@@ -66,16 +89,17 @@ def side_by_side(rows: list[list[torch.Tensor]], gap: int = 4) -> torch.Tensor:
 
 
 def run_demo(model: nn.Module | None = None, photos: tuple[str, ...] = HELD_OUT_PHOTOS,
-             out: str | os.PathLike | None = None, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Degrades each held-out photo with each synthetic degradation (seeded), restores it, and returns
-    {degradation: {"before": PSNR, "after": PSNR}} averaged over the photos. With `out`, writes
-    demo_<photo>.png: rows of (degraded | restored | clean)."""
+             out: str | os.PathLike | None = None, seed: int = 0,
+             kinds: tuple[str, ...] = tuple(SYNTHETIC)) -> dict[str, dict[str, float]]:
+    """Degrades each held-out photo with each degradation of `kinds` (seeded; pyairir.data.degrade),
+    restores it, and returns {degradation: {"before": PSNR, "after": PSNR}} averaged over the
+    photos. With `out`, writes demo_<photo>.png: rows of (degraded | restored | clean)."""
     model = model or load_demo_model()
-    results = {kind: {"before": 0.0, "after": 0.0} for kind in SYNTHETIC}
+    results = {kind: {"before": 0.0, "after": 0.0} for kind in kinds}
     for p, name in enumerate(photos):
         clean = sample_photo(name)
         rows = []
-        for k, kind in enumerate(SYNTHETIC):
+        for k, kind in enumerate(kinds):
             degraded = degrade(clean, kind, torch.Generator().manual_seed(seed * 1000 + p * 10 + k))
             restored = restore(model, degraded).clamp(0, 1)
             results[kind]["before"] += psnr(degraded, clean).item() / len(photos)
@@ -87,10 +111,11 @@ def run_demo(model: nn.Module | None = None, photos: tuple[str, ...] = HELD_OUT_
 
 
 def format_results(results: dict[str, dict[str, float]]) -> str:
-    lines = [f"{'degradation':<12} {'degraded':>9} {'restored':>9} {'gain':>7}"]
+    width = max(12, *(len(kind) for kind in results))
+    lines = [f"{'degradation':<{width}} {'degraded':>9} {'restored':>9} {'gain':>7}"]
     for kind, r in results.items():
-        lines.append(f"{kind:<12} {r['before']:>7.2f}dB {r['after']:>7.2f}dB {r['after'] - r['before']:>+6.2f}dB")
+        lines.append(f"{kind:<{width}} {r['before']:>7.2f}dB {r['after']:>7.2f}dB {r['after'] - r['before']:>+6.2f}dB")
     before = sum(r["before"] for r in results.values()) / len(results)
     after = sum(r["after"] for r in results.values()) / len(results)
-    lines.append(f"{'average':<12} {before:>7.2f}dB {after:>7.2f}dB {after - before:>+6.2f}dB")
+    lines.append(f"{'average':<{width}} {before:>7.2f}dB {after:>7.2f}dB {after - before:>+6.2f}dB")
     return "\n".join(lines)

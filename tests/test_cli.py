@@ -110,6 +110,31 @@ def test_demo_gains_psnr(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo_chelsea.png", "demo_coffee.png"]
 
 
+def test_sipl_demo_runs_offline_on_its_own_tasks(tmp_path):
+    info = json.loads((ROOT / "pyairir" / "weights" / "demo_sipl.json").read_text())
+    result = pyairir("demo", "--paradigm", "sipl")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:]}
+    assert list(rows) == [*info["degradations"], "average"]  # the tasks it was trained on, composites too
+    assert float(rows["average"][-1].removesuffix("dB")) > 3.0, result.stdout  # its weights restore
+    source = photo(tmp_path / "in.png")
+    for iterations in ("0", "2"):  # pyairir restore --paradigm sipl takes the SIPL demo, and refines with it
+        result = pyairir("restore", str(source), "-o", str(tmp_path / f"out{iterations}.png"), "--paradigm", "sipl",
+                         "--iterations", iterations)
+        assert result.returncode == 0, result.stderr
+    assert not torch.equal(read_image(tmp_path / "out0.png"), read_image(tmp_path / "out2.png"))
+
+
+def test_demo_model_for_another_paradigm_is_a_clear_error(tmp_path):
+    result = pyairir("restore", str(photo(tmp_path / "in.png")), "-o", str(tmp_path / "out.png"), "--paradigm", "lupi")
+    assert result.returncode == 1
+    assert "ships demo models for --paradigm none, sipl only" in result.stderr and "Traceback" not in result.stderr
+    from pyairir.demo import load_demo_model
+
+    with pytest.raises(ValueError, match="no demo model for paradigm 'cpl'"):
+        load_demo_model(paradigm="cpl")
+
+
 def test_bench_runs():
     result = pyairir("bench", "--model", "nafnet_demo", "--size", "32", "--repeat", "1")
     assert result.returncode == 0, result.stderr

@@ -35,8 +35,12 @@ def test_gradient_check_names_a_parameter_without_gradient(tmp_path):
     torch.manual_seed(0)
     model = pyairir.create_model("promptir", **learning.QUICK.model_args)
     assert learning.gradient_coverage(model, c, batches=1) == []  # PromptIR's declared dead convs left out
-    model.output.weight.register_hook(lambda grad: torch.zeros_like(grad))  # as a misplaced detach would
-    assert learning.gradient_coverage(model, c, batches=1) == ["output.weight"]
+    class Detached(torch.nn.Module):  # a misplaced detach on the output conv's weight
+        def forward(self, weight: torch.Tensor) -> torch.Tensor:
+            return weight.detach()
+
+    torch.nn.utils.parametrize.register_parametrization(model.output, "weight", Detached())
+    assert learning.gradient_coverage(model, c, batches=1) == ["output.parametrizations.weight.original"]
 
 
 def test_quick_run_trains_evaluates_and_reports_every_variant(tmp_path):

@@ -257,6 +257,7 @@ def command_export(args: argparse.Namespace) -> int:
 
 
 def command_serve(args: argparse.Namespace) -> int:
+    from pyairir.demo import demo_name
     from pyairir.serve import RestorationService, make_server
 
     if args.max_pixels <= 0:
@@ -264,9 +265,7 @@ def command_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port < 65536:
         raise CommandError(f"--port must be 0..65535, got {args.port}")
     model = _model(args)
-    description = (("the demo model (NAFNet, pyairir/weights)" if args.paradigm == "none" else
-                    f"the {args.paradigm.upper()} demo model (PromptIR-small, pyairir/weights)")
-                   if args.model == "demo" else (
+    description = (f"the demo model ({demo_name(args.paradigm)}, pyairir/weights)" if args.model == "demo" else (
         f"{args.model}{'' if args.paradigm == 'none' else ' + ' + args.paradigm}"
         f"{' from ' + Path(args.checkpoint).name if args.checkpoint else ' (random weights)'}"))
     service = RestorationService(model, description, args.max_pixels, args.tile, args.overlap, args.iterations)
@@ -291,13 +290,11 @@ def command_serve(args: argparse.Namespace) -> int:
 
 
 def command_demo(args: argparse.Namespace) -> int:
-    from pyairir.demo import demo_info, format_results, load_demo_model, run_demo
+    from pyairir.demo import demo_info, demo_name, format_results, load_demo_model, run_demo
 
-    info = demo_info(args.paradigm)
     model = load_demo_model(fast=not args.eager, paradigm=args.paradigm)
-    results = run_demo(model, out=args.output, kinds=tuple(info["degradations"]))
-    name = info["model"] if args.paradigm == "none" else f"{args.paradigm.upper()} around {info['model']}"
-    print(f"pyairir demo: {name} on held-out scikit-image photos (chelsea, coffee), synthetic degradations, PSNR:")
+    results = run_demo(model, out=args.output, kinds=tuple(demo_info(args.paradigm)["degradations"]))
+    print(f"pyairir demo: {demo_name(args.paradigm)} on held-out scikit-image photos (chelsea, coffee), synthetic degradations, PSNR:")
     print(format_results(results))
     if args.output:
         print(f"comparisons (degraded | restored | clean) written to {args.output}/demo_*.png")

@@ -62,6 +62,13 @@ def demo_info(paradigm: str = "none") -> dict:
     return json.loads(path.read_text())
 
 
+def demo_name(paradigm: str = "none") -> str:
+    """How the demo model for `paradigm` is named to users: its model, and its paradigm if any
+    ("nafnet_demo", "SIPL around promptir")."""
+    info = demo_info(paradigm)
+    return info["model"] if info.get("paradigm", "none") == "none" else f"{info['paradigm'].upper()} around {info['model']}"
+
+
 def load_demo_model(fast: bool = True, paradigm: str = "none") -> nn.Module:
     """The shipped demo model for `paradigm` ("none": NAFNet; "sipl": SIPL-PromptIR-small), ready for
     inference (no download: the weights are in the package)."""

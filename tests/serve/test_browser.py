@@ -86,7 +86,7 @@ def test_restores_a_photo_in_the_browser(page, tmp_path):
     downloaded = np.asarray(Image.open(tmp_path / "downloaded.png"))
     assert np.array_equal(downloaded, to_uint8(restore(load_demo_model(), read_image(photo))))
     summary = driver.find_element(By.ID, "summary").text
-    assert summary.startswith("451x300 restored by the demo model (NAFNet, pyairir/weights) in ")
+    assert summary.startswith("451x300 restored by the demo model (nafnet_demo, pyairir/weights) in ")
     assert driver.find_element(By.ID, "before").get_attribute("naturalWidth") == "451"
 
     restore_on_page(driver, photo, "noise")  # then degraded synthetically first: PSNR/SSIM shown

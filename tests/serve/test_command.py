@@ -56,3 +56,13 @@ def test_another_address_than_localhost_is_warned_about():
         assert url.startswith("http://127.0.0.2:")
     assert process.stderr.read() == ("pyairir serve: warning: listening on 127.0.0.2: other computers can reach this "
                                      "server\n")
+
+
+def test_the_sipl_demo_is_served_under_its_own_name():
+    import json
+    import urllib.request
+
+    with serve("--paradigm", "sipl") as (url, process):
+        with urllib.request.urlopen(url + "api/info") as response:
+            assert json.loads(response.read())["model"] == "the demo model (SIPL around promptir, pyairir/weights)"
+    assert process.returncode == 0

@@ -80,6 +80,15 @@ def build_model(config: TrainConfig) -> nn.Module:
     return Plain(backbone)
 
 
+def initial_model(config: TrainConfig) -> nn.Module:
+    """The model a run of `config` starts from: torch's and Python's generators seeded with
+    config.seed, then build_model. The same weights every time, so that how far training moved a
+    parameter can be measured later without a checkpoint at step 0."""
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    return build_model(config)
+
+
 class StepSampler(Sampler):
     """Yields, for each step from `start`, this rank's share of the global batch, as (index, epoch)."""
 
@@ -127,9 +136,7 @@ class Trainer:
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         if config.batch_size % self.world:
             raise ValueError(f"batch_size {config.batch_size} must divide evenly over {self.world} processes")
-        torch.manual_seed(config.seed)
-        random.seed(config.seed)
-        self.model = build_model(config)
+        self.model = initial_model(config)
         self.loss = LossModule(self.model)
         if self.world > 1:
             self.loss = nn.parallel.DistributedDataParallel(self.loss, find_unused_parameters=True)

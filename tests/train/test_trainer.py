@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -18,7 +19,7 @@ from safetensors.torch import load_file
 
 from pyairir.data import write_image
 from pyairir.train import TrainConfig, load_config, train
-from pyairir.train.trainer import StepSampler, Trainer, lr_factor
+from pyairir.train.trainer import StepSampler, Trainer, initial_model, lr_factor
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_NAFNET = {"width": 8, "enc_blk_nums": [1, 1], "middle_blk_num": 1, "dec_blk_nums": [1, 1]}
@@ -53,6 +54,16 @@ def test_every_paradigm_trains_and_checkpoints(tmp_path, paradigm, args):
         assert model.stage == 2  # stage 2 from steps // 2 on
     if paradigm == "pl":
         assert model.steps == 6
+
+
+def test_initial_model_is_the_model_a_run_starts_from(tmp_path):
+    c = config(tmp_path, paradigm="sipl", paradigm_args={"train_size": 32})
+    torch.rand(7)  # whatever was drawn before
+    started = Trainer(c).model.state_dict()
+    torch.rand(3)
+    again = initial_model(c).state_dict()
+    assert started.keys() == again.keys() and all(torch.equal(started[k], again[k]) for k in started)
+    assert not torch.equal(again["privileged_dictionary1"], initial_model(dataclasses.replace(c, seed=1)).privileged_dictionary1)
 
 
 def test_trainer_takes_the_benchmark_set_and_optimizer_settings_it_is_given(tmp_path):

@@ -393,6 +393,7 @@ def summarise(results: dict[str, list[dict]]) -> dict:
             entry["tasks"][task] = {"psnr": mean_sd(p), "ssim": mean_sd(s),
                                     "vs_plain": paired(p, base) if variant != "plain" else None}
         entry["no_gradient"] = sorted({n for r in runs for n in r["no_gradient"]})
+        entry["average_per_seed"] = {r["seed"]: r["scores"]["average"]["psnr"] for r in runs}
         if variant == "sipl":
             entry["refinement"] = [mean_sd([r["refinement"][t] for r in runs]) for t in range(REFINEMENTS + 1)]
             entry["guided"] = mean_sd([r["guided"] for r in runs])
@@ -499,7 +500,8 @@ def report(summary: dict, settings: Settings, quick: bool, figures: dict[str, st
              f"{settings.prior_dim}, estimator width {settings.estimator_width}.",
              "- CPR: VGG16 ImageNet weights cannot be downloaded here; `cpl_cpr` uses a VGG16 with seeded "
              f"random weights as the feature extractor (a weaker perceptual proxy), {settings.cpr_negatives} "
-             "negative(s) per sample. `cpl` is the sparse prompts alone.",
+             "negative(s) per sample; L_cpr = L_pos - L_neg as in CPL's Eq. 6, which is unbounded below. `cpl` is the "
+             "sparse prompts alone.",
              "- Gradient check: parameters that get no gradient by construction of the official models are "
              "left out: PromptIR's six unused 1x1 convs; AdaIR's FreModule `conv`, `score_gen` (never used), "
              "`rate_conv` (its band half-sides are truncated to integers) and `channel_cross_h`'s queries "
@@ -526,6 +528,11 @@ def _backbone_report(backbone: str, summary: dict, degraded: dict, figures: dict
         vs = f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]" if d else "—"
         lines.append(f"| {name} {TITLES[variant]} | " + " | ".join(_pm(t[k]["psnr"]) for k in TASKS)
                      + f" | {_pm(t['average']['psnr'])} | {vs} |")
+    seeds = list(next(iter(v.values()))["average_per_seed"])
+    lines += ["", "Average PSNR (dB) per seed:", "", "| variant | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+              "|---|" + "---:|" * len(seeds)]
+    lines += [f"| {name} {TITLES[variant]} | " + " | ".join(f"{entry['average_per_seed'][s]:.2f}" for s in seeds) + " |"
+              for variant, entry in v.items()]
     lines += ["", "SSIM:", "", "| variant | " + " | ".join(TASKS) + " | average |",
               "|---|" + "---:|" * (len(TASKS) + 1),
               "| degraded input (not restored) | "
@@ -547,7 +554,8 @@ def _backbone_report(backbone: str, summary: dict, degraded: dict, figures: dict
                   *(f"| seed {r['seed']} | " + " | ".join(f"{x:.2f}" for x in r["refinement"]) + f" | {r['guided']:.2f} |"
                     for r in s["per_seed"]),
                   "", "I^(0) runs the decoder with the dictionary alone in place of the fused privileged features, a "
-                  "path the official training step never takes (it always passes privileged features). "
+                  "path the official training step takes only without gradient (restoring the ground truth for its "
+                  "privileged features). "
                   "(SIPL reports that refinement raises PSNR; an interval wholly below 0 means that at this "
                   "scale it lowers it.)",
                   "", "How far training moved each Privileged Dictionary, relative to its norm:", "",

@@ -289,6 +289,7 @@ def check_gradients(result: dict, model: torch.nn.Module, c: TrainConfig) -> Non
     result["gradient_check"] = GRADIENT_CHECK
 
 
+@torch.no_grad()
 def dictionary_changes(model: torch.nn.Module, c: TrainConfig) -> dict[str, dict[str, float]]:
     """How far training moved each Privileged Dictionary of the trained SIPL `model`, relative to
     its norm: from its initialisation (initial_model: the run's seeded start) to the end

@@ -163,14 +163,14 @@ class RestorationService:
             job.state = "running"
             try:
                 job.result = self._restore(job, image, clean)
-                job.stage, job.state = "", "done"
+                job.stage, outcome = "", "done"
             except (ImageError, ValueError) as error:
-                job.error, job.state = str(error), "error"
+                job.error, outcome = str(error), "error"
             except (RuntimeError, MemoryError) as error:  # the model failed: say so, keep serving
-                job.error, job.state = f"the restoration failed: {error}", "error"
+                job.error, outcome = f"the restoration failed: {error}", "error"
             finally:
                 self._passes.job = None
-            self._forget_old()
+            self._finish(job, outcome)
 
     def _read(self, job: Job, data: bytes, name: str) -> torch.Tensor:
         """The uploaded bytes as a (3, H, W) image, checked from the header before decoding."""
@@ -246,9 +246,12 @@ class RestorationService:
         write_image(path, image)
         job.files[name] = path
 
-    def _forget_old(self) -> None:
+    def _finish(self, job: Job, outcome: str) -> None:
+        """Forgets the oldest finished jobs beyond `keep` (their files deleted), then publishes `job`'s
+        outcome ("done" or "error"): a client that sees it finished sees the old jobs gone."""
         with self._lock:
-            finished = [j for j in self.jobs.values() if j.state in ("done", "error")]
-            for job in sorted(finished, key=lambda j: j.number)[:max(0, len(finished) - self.keep)]:
-                del self.jobs[job.id]
-                shutil.rmtree(self.folder / job.id, ignore_errors=True)
+            finished = [j for j in self.jobs.values() if j.state in ("done", "error") or j is job]
+            for old in sorted(finished, key=lambda j: j.number)[:max(0, len(finished) - self.keep)]:
+                del self.jobs[old.id]
+                shutil.rmtree(self.folder / old.id, ignore_errors=True)
+            job.state = outcome

@@ -36,7 +36,7 @@ import platform
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -302,6 +302,18 @@ def dictionary_changes(model: torch.nn.Module, c: TrainConfig) -> dict[str, dict
             for name, p in model.named_parameters() if name.startswith("privileged_dictionary")}
 
 
+@torch.no_grad()
+def guidance_at_training_size(model: torch.nn.Module, settings: Settings) -> dict[str, float]:
+    """SIPL's unguided I^(0) and ground-truth-guided passes on the held-out photos cropped to the
+    training crop size (settings.patch_size), where the dictionaries' token grids match the
+    privileged features' as in training: average PSNR of each."""
+    samples = held_out(replace(settings, eval_size=settings.patch_size))
+    degraded = torch.stack([s["degraded"] for s in samples])
+    unguided, guided = model.restore(degraded, guide=torch.stack([s["clean"] for s in samples]))
+    return {"size": samples[0]["clean"].shape[-1], "unguided": scores(list(unguided), samples)["average"]["psnr"],
+            "guided": scores(list(guided), samples)["average"]["psnr"]}
+
+
 def evaluate_run(backbone: str, variant: str, seed: int, settings: Settings, out: Path, quick: bool) -> dict:
     """Trains (or resumes) one run and measures it; the result is kept in out/results/."""
     path = out / "results" / f"{backbone}-{variant}-seed{seed}.json"
@@ -309,15 +321,18 @@ def evaluate_run(backbone: str, variant: str, seed: int, settings: Settings, out
     if path.is_file():
         result = json.loads(path.read_text())
         stale = result.get("gradient_check") != GRADIENT_CHECK  # measured by an earlier rule: again, by this one
-        unmeasured = variant == "sipl" and "dictionary_change" not in result  # written before it was measured
+        # written before these were measured
+        unmeasured = [k for k in ("dictionary_change", "training_size") if variant == "sipl" and k not in result]
         if stale or unmeasured:
             start = time.perf_counter()
             model = trained(c)
             if stale:
                 check_gradients(result, model, c)
-            if unmeasured:
+            if "dictionary_change" in unmeasured:
                 result.pop("dictionary_late_change", None)  # the earlier measure, the second half alone
                 result["dictionary_change"] = dictionary_changes(model, c)
+            if "training_size" in unmeasured:
+                result["training_size"] = guidance_at_training_size(model, settings)
             result["evaluate_seconds"] += time.perf_counter() - start
             write_text_atomic(path, json.dumps(result, indent=1))
         return result
@@ -339,6 +354,7 @@ def evaluate_run(backbone: str, variant: str, seed: int, settings: Settings, out
             guided = [model.restore(s["degraded"][None], guide=s["clean"][None])[1][0] for s in samples]
             result["guided"] = scores(guided, samples)["average"]["psnr"]
         result["dictionary_change"] = dictionary_changes(model, c)
+        result["training_size"] = guidance_at_training_size(model, settings)
     if variant == "lupi":
         result["lupi"] = {}
         for stage, step in (("stage 1", c.lupi_stage2_at), ("stage 2", c.steps)):
@@ -399,7 +415,12 @@ def summarise(results: dict[str, list[dict]]) -> dict:
             entry["refinement"] = [mean_sd([r["refinement"][t] for r in runs]) for t in range(REFINEMENTS + 1)]
             entry["guided"] = mean_sd([r["guided"] for r in runs])
             entry["guided_vs_unguided"] = paired([r["guided"] for r in runs], [r["refinement"][0] for r in runs])
-            entry["per_seed"] = [{"seed": r["seed"], "refinement": r["refinement"], "guided": r["guided"]} for r in runs]
+            entry["per_seed"] = [{"seed": r["seed"], "refinement": r["refinement"], "guided": r["guided"],
+                                  "training_size": r["training_size"]} for r in runs]
+            entry["training_size"] = {"size": runs[0]["training_size"]["size"],
+                                      **{k: mean_sd([r["training_size"][k] for r in runs]) for k in ("unguided", "guided")},
+                                      "guided_vs_unguided": paired([r["training_size"]["guided"] for r in runs],
+                                                                   [r["training_size"]["unguided"] for r in runs])}
             entry["refinement_gains"] = [paired([r["refinement"][t] for r in runs], [r["refinement"][0] for r in runs])
                                          for t in range(1, REFINEMENTS + 1)]
             entry["dictionary_change"] = {name: {kind: mean_sd([r["dictionary_change"][name][kind] for r in runs])
@@ -559,6 +580,14 @@ def _backbone_report(backbone: str, summary: dict, degraded: dict, figures: dict
                   "privileged features). "
                   "(SIPL reports that refinement raises PSNR; an interval wholly below 0 means that at this "
                   "scale it lowers it.)",
+                  "", f"The same two passes on the held-out photos cropped to the training crop size "
+                  f"({s['training_size']['size']} x {s['training_size']['size']}, where the dictionaries' token grids "
+                  "are as large as in training; measured, not asserted):", "",
+                  "| | I^(0) | GT-guided | guided - unguided, 95 % CI |", "|---|---:|---:|---:|",
+                  f"| PSNR (dB) | {_pm(s['training_size']['unguided'])} | {_pm(s['training_size']['guided'])} | "
+                  + "{:+.2f} [{:+.2f}, {:+.2f}] |".format(*s["training_size"]["guided_vs_unguided"]),
+                  *(f"| seed {r['seed']} | {r['training_size']['unguided']:.2f} | {r['training_size']['guided']:.2f} | "
+                    f"{r['training_size']['guided'] - r['training_size']['unguided']:+.2f} |" for r in s["per_seed"]),
                   "", "How far training moved each Privileged Dictionary, relative to its norm:", "",
                   "| dictionary | from its initialisation | over the second half of training |", "|---|---:|---:|"]
         lines += [f"| {name} | {_pm(tuple(100 * x for x in change['from_init']), 1)} % "

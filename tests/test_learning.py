@@ -4,6 +4,7 @@ end to end (every variant trains, is evaluated and reported; a second run resume
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -28,6 +29,19 @@ def test_paired_interval_by_hand():
     half = 4.302652729911275 * math.sqrt(7 / 3) / math.sqrt(3)  # t(0.975, 2) s / sqrt(n)
     assert (mean, low, high) == pytest.approx((7 / 3, 7 / 3 - half, 7 / 3 + half))
     assert learning.mean_sd([2.0, 4.0]) == pytest.approx((3.0, math.sqrt(2)))
+
+
+def test_sipl_guidance_is_also_measured_at_the_training_crop_size():
+    torch.manual_seed(0)
+    model = pyairir.paradigms.SIPL(pyairir.create_model("promptir", **learning.QUICK.model_args), train_size=16).eval()
+    settings = dataclasses.replace(learning.QUICK, patch_size=16, eval_size=24)  # the photos' crop differs
+    measured = learning.guidance_at_training_size(model, settings)
+    samples = learning.held_out(dataclasses.replace(settings, eval_size=16))
+    with torch.no_grad():
+        unguided, guided = model.restore(torch.stack([s["degraded"] for s in samples]),
+                                         guide=torch.stack([s["clean"] for s in samples]))
+    assert measured == {"size": 16, "unguided": learning.scores(list(unguided), samples)["average"]["psnr"],
+                        "guided": learning.scores(list(guided), samples)["average"]["psnr"]}
 
 
 def test_gradient_check_names_a_parameter_without_gradient(tmp_path):
@@ -60,6 +74,10 @@ def test_quick_run_trains_evaluates_and_reports_every_variant(tmp_path):
             missing = [n for n in entry["no_gradient"] if not (backbone == "adair" and re.search(r"(^|\.)fre\d\.", n))]
             assert missing == [], (backbone, variant)
         assert len(variants["sipl"]["refinement"]) == learning.REFINEMENTS + 1
+        at_training_size = variants["sipl"]["training_size"]
+        assert at_training_size["size"] == learning.QUICK.patch_size
+        assert all(3 < at_training_size[k][0] < 40 for k in ("unguided", "guided"))
+        assert f"cropped to the training crop size ({learning.QUICK.patch_size} x {learning.QUICK.patch_size}" in report
         # Measured from the run's true start: a few steps move a dictionary a little; another draw of the
         # initial weights (initial_model not seeded as the trainer is) would be ~sqrt(2) = 141 % away.
         changes = variants["sipl"]["dictionary_change"]

@@ -2,14 +2,16 @@
 // of the channel halves of z, where z is x or, fused, the 3x3 depthwise
 // convolution (padding 1) of x. Neither z nor its gradient is written to memory.
 //
-// Work is cut into tasks of kRows image rows of one image, a cut that depends
-// only on the shape, so the filter/bias gradient partials (one row per task,
-// summed in task order) are reproducible whatever the thread count. The
+// The backward's work is cut into tasks of kRows image rows of one image, a cut
+// that depends only on the shape, so the filter/bias gradient partials (one row
+// per task, summed in task order) are reproducible whatever the thread count
+// (the forward sums nothing across pixels; it is cut into tiles). The
 // backward keeps the gate's gradient dz for the task's rows and one halo row
 // on each side in a line buffer (halo rows are recomputed by both neighbours),
 // from which it forms the input gradient and the filter gradient.
-// channels_last is vectorised over channels (in blocks of kChannelBlock per
-// half, so the rows a task touches stay in L2), NCHW over the pixels of a row.
+// channels_last is vectorised over channels (the backward in blocks of
+// kChannelBlock per half, so the rows a task touches stay in L2), NCHW over
+// the pixels of a row.
 #include "vec.h"  // first: selects at::vec's instruction set
 
 #include <ATen/Parallel.h>
@@ -96,25 +98,52 @@ inline Vec<A> cl_preactivation(const scalar_t* x, const Geometry& g, const Filte
   return z;
 }
 
-// The forward walks a task's rows with a ring of three input rows, each holding,
-// for the current block of one vector of channels per half, the W pixels plus
-// a zero pixel on each side ([W + 2][2 lanes-blocks]); the 18 filter vectors of
-// the block stay in registers while the row is swept.
-template <typename scalar_t, typename A = acc_type<scalar_t>>
-void fill_ring_row(const scalar_t* x, const Geometry& g, int64_t b, int64_t y, int64_t c0, int64_t count, A* row) {
+// The forward cuts the image into tiles of kForwardRows rows by `tile` columns and
+// walks each tile's rows with a ring of three input rows. A ring row holds the
+// tile's pixels plus one on each side (zero outside the image), every channel
+// block, in the accumulation type: [block][tile + 2 pixels][2 halves][V lanes].
+// It is filled pixel by pixel, each pixel's 2h channels read contiguously (a
+// sweep of one channel block over a row would stride C2 values per pixel, and
+// at 510 channels that stride, not the arithmetic, set the speed). The tile is
+// as wide as lets the three ring rows stay in L2; the 18 filter vectors of a
+// block stay in registers while its part of the row is swept.
+constexpr int64_t kForwardRows = 32;            // image rows per forward task
+constexpr int64_t kRingBytes = 192 * 1024;      // three ring rows of a tile, at most (and at least 8 pixels)
+
+template <typename A>
+struct Ring {
+  int64_t blocks, tile, width, row_size;  // width = tile + 2 pixels; row_size values per ring row
+  Ring(const Geometry& g) {
+    constexpr int64_t V = Vec<A>::size();
+    blocks = (g.half() + V - 1) / V;
+    const int64_t pixel = blocks * 2 * V * static_cast<int64_t>(sizeof(A));
+    tile = std::min(g.W, std::max<int64_t>(8, kRingBytes / (3 * pixel) - 2));
+    width = tile + 2;
+    row_size = blocks * width * 2 * V;
+  }
+  int64_t tiles(const Geometry& g) const { return (g.W + tile - 1) / tile; }
+  int64_t bands(const Geometry& g) const { return (g.H + kForwardRows - 1) / kForwardRows; }
+};
+
+// Ring row of input row y for the tile of columns [x0, x0 + n): pixel x0 - 1 + i at index i.
+template <typename scalar_t, typename A>
+void fill_ring_row(const scalar_t* x, const Geometry& g, const Ring<A>& r, int64_t b, int64_t y, int64_t x0,
+                   int64_t n, A* row) {
   constexpr int64_t V = Vec<A>::size();
   const int64_t h = g.half();
-  std::fill(row, row + 2 * V, A(0));
-  std::fill(row + (g.W + 1) * 2 * V, row + (g.W + 2) * 2 * V, A(0));
-  for (int64_t xx = 0; xx < g.W; ++xx) {
-    A* dst = row + (xx + 1) * 2 * V;
-    if (y < 0 || y >= g.H) {
-      std::fill(dst, dst + 2 * V, A(0));
+  for (int64_t i = 0; i < n + 2; ++i) {
+    const int64_t xx = x0 - 1 + i;
+    A* dst = row + i * 2 * V;
+    if (y < 0 || y >= g.H || xx < 0 || xx >= g.W) {
+      for (int64_t j = 0; j < r.blocks; ++j) std::fill(dst + j * r.width * 2 * V, dst + j * r.width * 2 * V + 2 * V, A(0));
       continue;
     }
-    const scalar_t* src = x + ((b * g.H + y) * g.W + xx) * g.C2 + c0;
-    load_acc(src, count).store(dst);
-    load_acc(src + h, count).store(dst + V);
+    const scalar_t* src = x + ((b * g.H + y) * g.W + xx) * g.C2;
+    for (int64_t j = 0; j < r.blocks; ++j) {
+      const int64_t c0 = j * V, count = std::min(V, h - c0);
+      load_acc(src + c0, count).store(dst + j * r.width * 2 * V);
+      load_acc(src + h + c0, count).store(dst + j * r.width * 2 * V + V);
+    }
   }
 }
 
@@ -123,42 +152,46 @@ void forward_channels_last(const scalar_t* x, const Geometry& g, const Filter<A>
   const Activation<A> act{g.gelu};
   const int64_t h = g.half();
   constexpr int64_t V = Vec<A>::size();
-  const int64_t stride = 2 * V;  // floats per pixel in a ring row
-  at::parallel_for(0, g.tasks(), 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> ring(3 * (g.W + 2) * stride);
+  if (!g.conv) {  // z = x: each pixel's channels in turn
+    at::parallel_for(0, g.B * g.H * g.W, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p)
+        vec_for<A>(h, [&](int64_t c, int64_t k) {
+          store_acc(act.value(load_acc(x + p * g.C2 + c, k)) * load_acc(x + p * g.C2 + h + c, k), out + p * h + c, k);
+        });
+    });
+    return;
+  }
+  const Ring<A> r(g);
+  const int64_t tiles = r.tiles(g), bands = r.bands(g);
+  at::parallel_for(0, g.B * bands * tiles, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> ring(3 * r.row_size);
+    auto ring_row = [&](int64_t y) { return ring.data() + ((y + 3) % 3) * r.row_size; };
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = g.image(t), y0 = g.first_row(t), y1 = g.end_row(t);
-      for (int64_t c0 = 0; c0 < h; c0 += V) {
-        const int64_t count = std::min(V, h - c0);
-        if (!g.conv) {
-          for (int64_t y = y0; y < y1; ++y)
-            for (int64_t xx = 0; xx < g.W; ++xx) {
-              const int64_t p = (b * g.H + y) * g.W + xx;
-              const Vec<A> z1 = load_acc(x + p * g.C2 + c0, count), z2 = load_acc(x + p * g.C2 + h + c0, count);
-              store_acc(act.value(z1) * z2, out + p * h + c0, count);
-            }
-          continue;
-        }
-        Vec<A> w1[kTaps], w2[kTaps];
-        for (int tp = 0; tp < kTaps; ++tp) {
-          w1[tp] = load(f.taps.data() + tp * g.C2 + c0, count);
-          w2[tp] = load(f.taps.data() + tp * g.C2 + h + c0, count);
-        }
-        const Vec<A> bias1 = load(f.bias.data() + c0, count), bias2 = load(f.bias.data() + h + c0, count);
-        auto ring_row = [&](int64_t y) { return ring.data() + ((y + 3) % 3) * (g.W + 2) * stride; };
-        fill_ring_row(x, g, b, y0 - 1, c0, count, ring_row(y0 - 1));
-        fill_ring_row(x, g, b, y0, c0, count, ring_row(y0));
-        for (int64_t y = y0; y < y1; ++y) {
-          fill_ring_row(x, g, b, y + 1, c0, count, ring_row(y + 1));
-          const A* rows[3] = {ring_row(y - 1), ring_row(y), ring_row(y + 1)};
-          for (int64_t xx = 0; xx < g.W; ++xx) {
+      const int64_t b = t / (bands * tiles), y0 = (t / tiles) % bands * kForwardRows, x0 = t % tiles * r.tile;
+      const int64_t y1 = std::min(y0 + kForwardRows, g.H), n = std::min(r.tile, g.W - x0);
+      fill_ring_row(x, g, r, b, y0 - 1, x0, n, ring_row(y0 - 1));
+      fill_ring_row(x, g, r, b, y0, x0, n, ring_row(y0));
+      for (int64_t y = y0; y < y1; ++y) {
+        fill_ring_row(x, g, r, b, y + 1, x0, n, ring_row(y + 1));
+        for (int64_t j = 0; j < r.blocks; ++j) {
+          const int64_t c0 = j * V, count = std::min(V, h - c0);
+          Vec<A> w1[kTaps], w2[kTaps];
+          for (int tp = 0; tp < kTaps; ++tp) {
+            w1[tp] = load(f.taps.data() + tp * g.C2 + c0, count);
+            w2[tp] = load(f.taps.data() + tp * g.C2 + h + c0, count);
+          }
+          const Vec<A> bias1 = load(f.bias.data() + c0, count), bias2 = load(f.bias.data() + h + c0, count);
+          const int64_t block = j * r.width * 2 * V;
+          const A* rows[3] = {ring_row(y - 1) + block, ring_row(y) + block, ring_row(y + 1) + block};
+          scalar_t* dst = out + ((b * g.H + y) * g.W + x0) * h + c0;
+          for (int64_t i = 0; i < n; ++i) {
             Vec<A> z1 = bias1, z2 = bias2;
             for (int tp = 0; tp < kTaps; ++tp) {
-              const A* src = rows[tp / 3] + (xx + tp % 3) * stride;
+              const A* src = rows[tp / 3] + (i + tp % 3) * 2 * V;
               z1 = at::vec::fmadd(Vec<A>::loadu(src), w1[tp], z1);
               z2 = at::vec::fmadd(Vec<A>::loadu(src + V), w2[tp], z2);
             }
-            store_acc(act.value(z1) * z2, out + ((b * g.H + y) * g.W + xx) * h + c0, count);
+            store_acc(act.value(z1) * z2, dst + i * h, count);
           }
         }
       }

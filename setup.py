@@ -1,6 +1,6 @@
 """Builds pyairir._C against the torch that is already installed.
 
-csrc/ops.cpp and csrc/cpu/*.cpp are always built (OpenMP, -O3). The CUDA
+csrc/ops.cpp, csrc/cpu/*.cpp and csrc/runtime/*.cpp are always built (OpenMP, -O3). The CUDA
 kernels csrc/cuda/*.cu and their torch bindings csrc/cuda/bindings/*.cpp are added when torch is a CUDA build and a CUDA toolkit is found;
 PYAIRIR_BUILD_CUDA=1 forces it on (and fails if it cannot be built),
 PYAIRIR_BUILD_CUDA=0 forces it off. Build without isolation, so that pip does
@@ -63,12 +63,12 @@ def sources(pattern: str) -> list[str]:
 
 
 def extension():
-    cpu_sources = ["csrc/ops.cpp", *sources("csrc/cpu/*.cpp")]
+    cpu_sources = ["csrc/ops.cpp", *sources("csrc/cpu/*.cpp"), *sources("csrc/runtime/*.cpp")]
     # torch.utils.cpp_extension adds the -std its headers need.
     cxx_flags = ["-O3", "-fopenmp", *cpu_arch_flags()]
     with_cuda, why = cuda_decision()
     if not with_cuda:
-        log(f"building CPU kernels ({len(cpu_sources) - 1} files in csrc/cpu); CUDA kernels skipped: {why}")
+        log(f"building CPU kernels ({len(cpu_sources) - 1} files in csrc/cpu and csrc/runtime); CUDA kernels skipped: {why}")
         return cpp_extension.CppExtension(
             "pyairir._C", cpu_sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"]
         )

@@ -149,6 +149,10 @@ TARGETS = [
         Claim(f"{title} accelerate() on the official structure / fast model, fp32 (within 10%)", f"{name} inference",
               "accelerate fp32", "fast fp32", 1.1, at_most=True),
     )),
+    *(Claim(f"{title} fast fp32: without / with pyairir.runtime's memory cache", f"{name} inference",
+            "fast fp32 without memory cache", "fast fp32")
+      for name, title in (("promptir", "PromptIR"), ("restormer", "Restormer"), ("adair", "AdaIR"),
+                          ("nafnet", "NAFNet-SIDD-w32"))),
     Claim("PromptIR training step (fwd+bwd, 2x3x128x128) fast vs official eager", "promptir training step",
           "official eager", "fast", 1.8),
 ]

@@ -31,7 +31,8 @@ OFFICIAL = {
 GROUP = {"promptir": "promptir inference", "restormer": "restormer inference", "adair": "adair inference",
          "nafnet_sidd_w32": "nafnet inference"}
 PEERS = ["onnxruntime fp32", "openvino fp32", "openvino bf16"]
-VARIANTS = ["official eager fp32", "fast fp32", "accelerate fp32", "compile fp32", "compile fp32 freezing",
+VARIANTS = ["official eager fp32", "fast fp32", "fast fp32 without memory cache", "accelerate fp32", "compile fp32",
+            "compile fp32 freezing",
             "official eager bf16 autocast", "compile bf16 autocast", "compile bf16", "compile bf16 freezing",
             "fast bf16", *PEERS]
 EXPORTS = Path(tempfile.mkdtemp(prefix="pyairir-benchmarks-onnx-"))
@@ -88,6 +89,15 @@ def inference(name: str, variant: str):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             return net(x)
 
+    if variant.endswith("without memory cache"):  # pyairir.runtime's cache of freed blocks off for this pass
+
+        def run():  # noqa: F811
+            pyairir.runtime.set_cached_memory_limit(0)
+            try:
+                return net(x)
+            finally:
+                pyairir.runtime.set_cached_memory_limit(pyairir.runtime.DEFAULT_CACHE_LIMIT)
+
     if variant.startswith("compile"):
         with torch.no_grad():
             record_preparation_time(GROUP[name], f"torch.compile {variant.removeprefix('compile ')} (first call)", run)
@@ -102,8 +112,9 @@ def test_inference(measure, name, variant):
         measure(GROUP[name], variant, fn, rounds=5)
 
 
-@pytest.mark.parametrize("variant", ["official eager fp32", "fast fp32", "accelerate fp32", "compile fp32",
-                                     "official eager bf16 autocast", "compile bf16 autocast", "fast bf16"])
+@pytest.mark.parametrize("variant", ["official eager fp32", "fast fp32", "fast fp32 without memory cache",
+                                     "accelerate fp32", "compile fp32", "official eager bf16 autocast",
+                                     "compile bf16 autocast", "fast bf16"])
 def test_adair_inference(measure, variant):
     """AdaIR (no ONNX peers: pyairir.export_onnx refuses AdaIR for now, its FFT band split does not export).
     bf16 is compared under autocast only: torch has no bf16 FFT on the CPU, so the official code
@@ -113,7 +124,8 @@ def test_adair_inference(measure, variant):
         measure(GROUP["adair"], variant, fn, rounds=5)
 
 
-@pytest.mark.parametrize("variant", ["official eager fp32", "fast fp32", "accelerate fp32", "compile fp32", *PEERS])
+@pytest.mark.parametrize("variant", ["official eager fp32", "fast fp32", "fast fp32 without memory cache",
+                                     "accelerate fp32", "compile fp32", *PEERS])
 def test_nafnet_inference(measure, variant):
     fn = inference("nafnet_sidd_w32", variant)
     with torch.no_grad():

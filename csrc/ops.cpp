@@ -4,11 +4,52 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "runtime/memory_cache.h"
+
 // Importing pyairir._C loads this shared library, which runs the
-// registrations below. The module itself has no Python-visible content.
+// registrations below. The module's functions are the memory cache's controls
+// (csrc/runtime/memory_cache.cpp), called by pyairir/runtime.py only.
+namespace {
+
+PyObject* size_result(size_t bytes) { return PyLong_FromSize_t(bytes); }
+
+PyObject* memory_cache_open(PyObject*, PyObject*) {
+  pyairir::memory_cache_open();
+  Py_RETURN_NONE;
+}
+PyObject* memory_cache_close(PyObject*, PyObject*) {
+  pyairir::memory_cache_close();
+  Py_RETURN_NONE;
+}
+PyObject* memory_cache_set_limit(PyObject*, PyObject* bytes) {
+  const size_t limit = PyLong_AsSize_t(bytes);
+  if (limit == static_cast<size_t>(-1) && PyErr_Occurred()) return nullptr;
+  pyairir::memory_cache_set_limit(limit);
+  Py_RETURN_NONE;
+}
+PyObject* memory_cache_release(PyObject*, PyObject*) { return size_result(pyairir::memory_cache_release()); }
+PyObject* memory_cache_bytes(PyObject*, PyObject*) { return size_result(pyairir::memory_cache_bytes()); }
+PyObject* memory_cache_poison(PyObject*, PyObject* on) {
+  const int flag = PyObject_IsTrue(on);
+  if (flag < 0) return nullptr;
+  pyairir::memory_cache_poison(flag != 0);
+  Py_RETURN_NONE;
+}
+
+PyMethodDef methods[] = {
+    {"memory_cache_open", memory_cache_open, METH_NOARGS, "a memory cache scope begins"},
+    {"memory_cache_close", memory_cache_close, METH_NOARGS, "a memory cache scope ends"},
+    {"memory_cache_set_limit", memory_cache_set_limit, METH_O, "bytes the cache may hold"},
+    {"memory_cache_release", memory_cache_release, METH_NOARGS, "frees the cached blocks; returns their bytes"},
+    {"memory_cache_bytes", memory_cache_bytes, METH_NOARGS, "bytes the cache holds"},
+    {"memory_cache_poison", memory_cache_poison, METH_O, "fill the blocks served with NaN bytes"},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
+
 extern "C" PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT, "_C", "pyairir kernels (registered under torch.ops.pyairir)", -1, nullptr};
+      PyModuleDef_HEAD_INIT, "_C", "pyairir kernels (registered under torch.ops.pyairir)", -1, methods};
   return PyModule_Create(&module_def);
 }
 

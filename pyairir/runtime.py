@@ -9,6 +9,12 @@ one fault per 2 MB instead of 512. `huge_pages()` says whether this process has 
 PromptIR ran about 10 % faster at 256x256 and 512x512, its peak memory within 2 %; NAFNet-w32,
 whose tensors are smaller, within noise and 7 % more peak memory (measured 2026-12-02).
 
+On by default in fast inference: `cached_memory()`, a scope in which large CPU blocks (1 MB and
+more) come from pyairir's cache of freed blocks rather than from a fresh mapping (ONNX Runtime and
+OpenVINO keep an arena the same way). The fast backbones open it around their forward pass when
+autograd is off; the cache keeps what they freed for the next pass, up to
+`set_cached_memory_limit()` bytes (4 GB unless set), until `release_cached_memory()`.
+
 Opt-in, at a memory cost: glibc's malloc serves every allocation above 32 MB with a fresh mmap
 and unmaps it on free, so each large activation (a 96-channel 256x256 float32 map is 25 MB,
 GDFN's 510-channel one 134 MB) is faulted in and zeroed again on every forward.
@@ -19,15 +25,19 @@ memory grew from 1.3 to 2.1 GB (measured 2026-12-02, docs/benchmarks.md's machin
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import importlib
 import sys
+from collections.abc import Iterator
 
 import torch
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 PAGE = 4096
+DEFAULT_CACHE_LIMIT = 4 << 30  # bytes the memory cache keeps unless set_cached_memory_limit says otherwise
 
 
 def huge_pages() -> bool:
@@ -58,3 +68,64 @@ def reuse_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, threshold_bytes)) and bool(mallopt(M_TRIM_THRESHOLD, threshold_bytes))
+
+
+def _extension():
+    """pyairir._C, or None where it was not built (then the cache functions do nothing)."""
+    try:
+        return importlib.import_module("pyairir._C")
+    except ImportError:
+        return None
+
+
+@contextlib.contextmanager
+def cached_memory() -> Iterator[None]:
+    """A scope in which CPU allocations of 1 MB or more are served from pyairir's cache of freed
+    blocks when it holds one of the same size (rounded up to 2 MB), instead of from memory the
+    kernel must fault in and zero again. Every block served so goes back to the cache when freed,
+    inside the scope or after it, up to the cache's limit; other allocations are untouched.
+
+    Scopes nest and may be open on several threads. The cache outlives them: a second forward
+    pass of the same model reuses the first one's blocks. `release_cached_memory()` returns them
+    to the system. Without the compiled extension this does nothing."""
+    extension = _extension()
+    if extension is None:
+        yield
+        return
+    extension.memory_cache_open()
+    try:
+        yield
+    finally:
+        extension.memory_cache_close()
+
+
+def release_cached_memory() -> int:
+    """Frees every block the cache holds (blocks in use are not affected); returns their bytes."""
+    extension = _extension()
+    return extension.memory_cache_release() if extension is not None else 0
+
+
+def cached_memory_bytes() -> int:
+    """Bytes the cache holds, free for reuse (0 without the compiled extension)."""
+    extension = _extension()
+    return extension.memory_cache_bytes() if extension is not None else 0
+
+
+def set_cached_memory_limit(limit_bytes: int) -> None:
+    """At most `limit_bytes` are kept in the cache (blocks freed beyond it go to the system; the
+    excess held now is freed). 0 turns caching off. The default is DEFAULT_CACHE_LIMIT, 4 GB."""
+    if not isinstance(limit_bytes, int) or isinstance(limit_bytes, bool) or limit_bytes < 0:
+        raise ValueError(f"set_cached_memory_limit: limit_bytes must be an int >= 0, got {limit_bytes!r}")
+    extension = _extension()
+    if extension is not None:
+        extension.memory_cache_set_limit(limit_bytes)
+
+
+def poison_cached_memory(enabled: bool) -> None:
+    """A debugging aid: while enabled, every block the cache serves is first filled with 0xFF bytes,
+    NaN in every floating-point type, so that a kernel reading memory it did not write turns the
+    output to NaN instead of reading a previous pass's values (tests/test_runtime.py runs the fast
+    models so)."""
+    extension = _extension()
+    if extension is not None:
+        extension.memory_cache_poison(bool(enabled))

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import pyairir
 
@@ -36,3 +37,101 @@ def test_importing_pyairir_before_any_tensor_puts_large_tensors_on_huge_pages():
 def test_huge_pages_stay_off_after_an_earlier_tensor_or_when_the_environment_says_0():
     assert _huge_pages_in_a_new_process("import torch; torch.ones(3); import pyairir", None) == "False"
     assert _huge_pages_in_a_new_process("import pyairir, torch", "0") == "False"
+
+
+MB = 1 << 20
+
+
+@pytest.fixture
+def empty_cache():
+    pyairir.runtime.release_cached_memory()
+    yield
+    pyairir.runtime.set_cached_memory_limit(pyairir.runtime.DEFAULT_CACHE_LIMIT)
+    pyairir.runtime.release_cached_memory()
+
+
+@pytest.mark.skipif(not pyairir.ops.extension.AVAILABLE, reason="the memory cache is part of pyairir._C")
+def test_a_freed_block_is_served_again_in_a_scope_and_released_on_demand(empty_cache):
+    runtime = pyairir.runtime
+    with runtime.cached_memory():
+        first = torch.empty(3 * MB, dtype=torch.uint8)
+        address = first.data_ptr()
+        del first
+        assert runtime.cached_memory_bytes() == 4 * MB  # rounded up to whole 2 MB pages
+        second = torch.empty(3 * MB + 5, dtype=torch.uint8)
+        assert second.data_ptr() == address  # the same size once rounded
+        assert runtime.cached_memory_bytes() == 0
+        small = torch.empty(MB - 1, dtype=torch.uint8)  # below 1 MB: not the cache's
+    del second, small
+    assert runtime.cached_memory_bytes() == 4 * MB
+    outside = torch.empty(3 * MB, dtype=torch.uint8)  # no scope open: PyTorch's own allocator
+    assert outside.data_ptr() != address
+    del outside
+    assert runtime.cached_memory_bytes() == 4 * MB
+    assert runtime.release_cached_memory() == 4 * MB
+    assert runtime.cached_memory_bytes() == 0
+
+
+@pytest.mark.skipif(not pyairir.ops.extension.AVAILABLE, reason="the memory cache is part of pyairir._C")
+def test_the_limit_bounds_what_the_cache_keeps(empty_cache):
+    runtime = pyairir.runtime
+    runtime.set_cached_memory_limit(6 * MB)
+    with runtime.cached_memory():
+        blocks = [torch.empty(4 * MB, dtype=torch.uint8) for _ in range(2)]
+    del blocks
+    assert runtime.cached_memory_bytes() == 4 * MB  # the second block would exceed 6 MB: freed
+    runtime.set_cached_memory_limit(0)
+    assert runtime.cached_memory_bytes() == 0
+    with pytest.raises(ValueError, match=r"limit_bytes must be an int >= 0, got -1"):
+        runtime.set_cached_memory_limit(-1)
+
+
+MODELS = [("promptir", dict(dim=16, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)),
+          ("nafnet_sidd_w32", dict(width=16, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1]))]
+
+
+@pytest.mark.parametrize("name, args", MODELS, ids=[m[0] for m in MODELS])
+@pytest.mark.skipif(not pyairir.ops.extension.AVAILABLE, reason="the memory cache is part of pyairir._C")
+def test_fast_inference_on_blocks_full_of_nan_equals_inference_without_the_cache(empty_cache, name, args):
+    """The fast blocks' inference takes its large activations from the cache. Served blocks filled
+    with NaN must not change the output by a bit, which they would if a kernel read memory it did
+    not write (fresh pages come zeroed from the kernel and hide such a read)."""
+    torch.manual_seed(0)
+    model = pyairir.create_model(name, fast=True, **args).eval()
+    x = torch.rand(1, 3, 160, 136)  # level-1 activations of 16 channels and more: 1.3 MB and up
+    runtime = pyairir.runtime
+    runtime.set_cached_memory_limit(0)
+    with torch.no_grad():
+        expected = model(x)
+    assert runtime.cached_memory_bytes() == 0
+    runtime.set_cached_memory_limit(runtime.DEFAULT_CACHE_LIMIT)
+    runtime.poison_cached_memory(True)
+    try:
+        with torch.no_grad():
+            first, second = model(x), model(x)  # the second pass on blocks the first one freed
+    finally:
+        runtime.poison_cached_memory(False)
+    assert runtime.cached_memory_bytes() > 0
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    with torch.no_grad():
+        model(x)
+    assert torch.equal(model(x), expected)  # unpoisoned: a previous pass's values, not NaN
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not pyairir.ops.extension.AVAILABLE, reason="fork, and pyairir._C")
+def test_a_forked_child_uses_its_copy_of_the_cache(empty_cache):
+    """DataLoader workers fork the process; the cache (and its lock) must work in the child."""
+    with pyairir.runtime.cached_memory():
+        block = torch.empty(3 * MB, dtype=torch.uint8)
+    del block
+    pid = os.fork()
+    if pid == 0:  # the child, single-threaded as a DataLoader worker: serve the block again, give it back
+        torch.set_num_threads(1)  # (GNU OpenMP cannot run parallel regions in a child forked after it ran)
+        with pyairir.runtime.cached_memory():
+            again = torch.ones(3 * MB, dtype=torch.uint8)
+        served = pyairir.runtime.cached_memory_bytes() == 0
+        del again
+        os._exit(0 if served and pyairir.runtime.cached_memory_bytes() == 4 * MB else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert pyairir.runtime.cached_memory_bytes() == 4 * MB

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+
+from pyairir import runtime
+
+
+def inference_memory(fast: bool) -> contextlib.AbstractContextManager:
+    """pyairir.runtime.cached_memory() around a fast block's eager inference (autograd off), where
+    its large activations can come from the cache of freed blocks; otherwise (training, or traced
+    by torch.compile, whose generated code plans its own buffers) a scope that does nothing."""
+    if fast and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        return runtime.cached_memory()
+    return contextlib.nullcontext()
 
 
 def like(t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pyairir import ops
-from pyairir.nn.fast import like
+from pyairir.nn.fast import inference_memory, like
 from pyairir.nn.layer_norm import LayerNorm2d
 
 
@@ -53,12 +53,13 @@ class NAFBlock(nn.Module):
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         """(B, c, H, W) -> (B, c, H, W). fast=True fuses conv2 and the first SimpleGate in one op."""
-        x = self.conv1(self.norm1(inp))
-        if self.fast:
-            x = ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
-        else:
-            x = self.sg(self.conv2(x))
-        x = self.dropout1(self.conv3(x * self.sca(x)))
-        y = inp + x * self.beta
-        x = self.dropout2(self.conv5(self.sg(self.conv4(self.norm2(y)))))
-        return y + x * self.gamma
+        with inference_memory(self.fast):
+            x = self.conv1(self.norm1(inp))
+            if self.fast:
+                x = ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
+            else:
+                x = self.sg(self.conv2(x))
+            x = self.dropout1(self.conv3(x * self.sca(x)))
+            y = inp + x * self.beta
+            x = self.dropout2(self.conv5(self.sg(self.conv4(self.norm2(y)))))
+            return y + x * self.gamma

@@ -11,7 +11,7 @@ from torch import nn
 
 from pyairir import ops, reference
 from pyairir.nn.banded import in_bands, wants_bands
-from pyairir.nn.fast import like
+from pyairir.nn.fast import inference_memory, like
 
 
 class GDFN(nn.Module):
@@ -33,7 +33,8 @@ class GDFN(nn.Module):
         def feed_forward(t: torch.Tensor) -> torch.Tensor:
             return self._gated_ffn(t if norm is None else norm(t))
 
-        return in_bands(feed_forward, x) if wants_bands(self.fast, x) else feed_forward(x)
+        with inference_memory(self.fast):  # also when accelerate() puts GDFN in an official block
+            return in_bands(feed_forward, x) if wants_bands(self.fast, x) else feed_forward(x)
 
     def _gated_ffn(self, x: torch.Tensor) -> torch.Tensor:
         x = self.project_in(x)

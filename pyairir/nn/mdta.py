@@ -14,7 +14,7 @@ from torch import nn
 
 from pyairir import ops, reference
 from pyairir.nn.banded import in_bands, wants_bands
-from pyairir.nn.fast import like
+from pyairir.nn.fast import inference_memory, like
 
 
 class MDTA(nn.Module):
@@ -40,15 +40,16 @@ class MDTA(nn.Module):
         def project(t: torch.Tensor) -> torch.Tensor:
             return self.qkv_dwconv(self.qkv(t if norm is None else norm(t)))
 
-        qkv = in_bands(project, x) if wants_bands(self.fast, x) else project(x)
-        q, k, v = qkv.chunk(3, dim=1)
-        del qkv  # q, k, v are views: their memory goes as soon as the attention is done
-        if self.fast:
-            x = ops.mdta(q, k, v, like(self.temperature, q), self.num_heads)
-        else:
-            x = reference.mdta(q, k, v, self.temperature, self.num_heads)
-        del q, k, v
-        return self.project_out(x)
+        with inference_memory(self.fast):  # also when accelerate() puts MDTA in an official block
+            qkv = in_bands(project, x) if wants_bands(self.fast, x) else project(x)
+            q, k, v = qkv.chunk(3, dim=1)
+            del qkv  # q, k, v are views: their memory goes as soon as the attention is done
+            if self.fast:
+                x = ops.mdta(q, k, v, like(self.temperature, q), self.num_heads)
+            else:
+                x = reference.mdta(q, k, v, self.temperature, self.num_heads)
+            del q, k, v
+            return self.project_out(x)
 
 
 Attention = MDTA  # the official class name

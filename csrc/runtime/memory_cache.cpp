@@ -1,5 +1,6 @@
 // A cache of large CPU memory blocks, for pyairir's fast inference
-// (pyairir/runtime.py: cached_memory, release_cached_memory, cached_bytes).
+// (pyairir/runtime.py: cached_memory, release_cached_memory, cached_memory_bytes,
+// set_cached_memory_limit, poison_cached_memory).
 //
 // glibc serves every allocation above 32 MB with a fresh mmap and unmaps it on
 // free, so each large activation of a forward pass is faulted in and zeroed by

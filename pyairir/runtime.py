@@ -15,8 +15,7 @@ OpenVINO keep an arena the same way). The fast blocks (TransformerBlock, MDTA, G
 open it when autograd is off; the cache keeps what they freed for the next pass, up to
 `set_cached_memory_limit()` bytes (DEFAULT_CACHE_LIMIT, 4 GB, unless set), until
 `release_cached_memory()`; before it takes new memory for a size it does not hold, it returns its
-idle blocks, so it does not raise the peak. Fast PromptIR and AdaIR at 256x256 ran 1.16-1.27x
-faster with it (README, "Memory reuse").
+idle blocks, so it does not raise the peak. Its speed effect is in the README ("Memory reuse").
 
 Opt-in, at a memory cost: glibc's malloc serves every allocation above 32 MB with a fresh mmap
 and unmaps it on free, so each large activation (a 96-channel 256x256 float32 map is 25 MB,

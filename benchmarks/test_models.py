@@ -81,21 +81,19 @@ def inference(name: str, variant: str):
         if variant.startswith("fast"):
             pyairir.nn.set_fast(net)  # the conv weights back to channels_last after the cast
     autocast = variant.endswith("autocast")
+    no_cache = variant.endswith("without memory cache")  # pyairir.runtime's cache of freed blocks off for this pass
     if variant.startswith("compile"):
         torch._dynamo.reset()
         net = torch.compile(net, options={"freezing": True} if variant.endswith("freezing") else None)
 
     def run():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            return net(x)
-
-    if variant.endswith("without memory cache"):  # pyairir.runtime's cache of freed blocks off for this pass
-
-        def run():  # noqa: F811
+        if no_cache:
             pyairir.runtime.set_cached_memory_limit(0)
-            try:
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 return net(x)
-            finally:
+        finally:
+            if no_cache:
                 pyairir.runtime.set_cached_memory_limit(pyairir.runtime.DEFAULT_CACHE_LIMIT)
 
     if variant.startswith("compile"):

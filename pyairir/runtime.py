@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import importlib
 import sys
 from collections.abc import Iterator
 
@@ -73,11 +72,11 @@ def reuse_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
 
 
 def _extension():
-    """pyairir._C, or None where it was not built (then the cache functions do nothing)."""
-    try:
-        return importlib.import_module("pyairir._C")
-    except ImportError:
-        return None
+    """pyairir._C as pyairir.ops.extension loaded it, or None where it did not load (then the cache
+    functions do nothing)."""
+    from pyairir.ops import extension  # imported here: pyairir.nn imports this module early
+
+    return sys.modules["pyairir._C"] if extension.AVAILABLE else None
 
 
 @contextlib.contextmanager
@@ -116,8 +115,9 @@ def cached_memory_bytes() -> int:
 
 
 def set_cached_memory_limit(limit_bytes: int) -> None:
-    """At most `limit_bytes` are kept in the cache (blocks freed beyond it go to the system; the
-    excess held now is freed). 0 turns caching off. The default is DEFAULT_CACHE_LIMIT, 4 GB."""
+    """At most `limit_bytes` are kept in the cache (blocks freed beyond it go to the system; if it
+    holds more now, every idle block is freed). 0 turns caching off. The default is
+    DEFAULT_CACHE_LIMIT, 4 GB."""
     if not isinstance(limit_bytes, int) or isinstance(limit_bytes, bool) or limit_bytes < 0:
         raise ValueError(f"set_cached_memory_limit: limit_bytes must be an int >= 0, got {limit_bytes!r}")
     extension = _extension()

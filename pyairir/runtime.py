@@ -14,8 +14,9 @@ more) come from pyairir's cache of freed blocks rather than from a fresh mapping
 OpenVINO keep an arena the same way). The fast blocks (TransformerBlock, MDTA, GDFN, NAFBlock)
 open it when autograd is off; the cache keeps what they freed for the next pass, up to
 `set_cached_memory_limit()` bytes (DEFAULT_CACHE_LIMIT, 4 GB, unless set), until
-`release_cached_memory()`; before it takes new memory for a size it does not hold, it returns its
-idle blocks, so it does not raise the peak. Its speed effect is in the README ("Memory reuse").
+`release_cached_memory()`. It does not raise the peak: what it has served and holds (in use and
+idle) stays within the most that was in use at once, the oldest idle blocks going first. Its
+effect on time and memory is in the README ("Memory reuse").
 
 Opt-in, at a memory cost: glibc's malloc serves every allocation above 32 MB with a fresh mmap
 and unmaps it on free, so each large activation (a 96-channel 256x256 float32 map is 25 MB,
@@ -84,9 +85,10 @@ def cached_memory() -> Iterator[None]:
     """A scope in which CPU allocations of 1 MB or more are served from pyairir's cache of freed
     blocks when it holds one of the same size (rounded up to 2 MB), instead of from memory the
     kernel must fault in and zero again. Every block served so goes back to the cache when freed,
-    inside the scope or after it, up to the cache's limit; a request it cannot serve first frees
-    every idle block, so the cache never holds idle memory while the process grows. Other
-    allocations are untouched.
+    inside the scope or after it, up to the cache's limit. The blocks it has served and holds, in
+    use and idle, stay within the most that were in use at once (since the last
+    `release_cached_memory()`): a request it cannot serve that would cross that mark first frees
+    the oldest idle blocks, so the cache does not raise the peak. Other allocations are untouched.
 
     Scopes nest and may be open on several threads. The cache outlives them: a second forward
     pass of the same model reuses the first one's blocks. `release_cached_memory()` returns them
@@ -103,7 +105,8 @@ def cached_memory() -> Iterator[None]:
 
 
 def release_cached_memory() -> int:
-    """Frees every block the cache holds (blocks in use are not affected); returns their bytes."""
+    """Frees every block the cache holds (blocks in use are not affected) and starts its peak afresh;
+    returns the bytes freed."""
     extension = _extension()
     return extension.memory_cache_release() if extension is not None else 0
 

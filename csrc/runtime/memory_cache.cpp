@@ -11,19 +11,28 @@
 // blocks of at least kMinBytes (rounded up to a multiple of kGranule) from the
 // cache when it holds a freed block of that size; every block it served goes
 // back to the cache when freed (in a scope or not), up to `limit` cached bytes
-// (beyond, it is freed). When a request misses, every idle block is freed
-// before new memory is taken, so the cache never adds to the peak: holding
-// them took SIPL-PromptIR's guided pass at 512x512 from 1.6 to 3.7 GB. Outside scopes, allocations go to PyTorch's own CPU
-// allocator untouched. The cached blocks come from that allocator, so they
-// keep its alignment and transparent huge pages. With poison on, every block
-// served is first filled with 0xFF bytes (NaN in every float type), so that a
-// kernel reading memory it did not write shows (tests/test_runtime.py).
+// (beyond, it is freed). The cache must not raise the peak: the blocks it has
+// served and still holds (in use plus idle) never exceed the most that were in
+// use at once (the high-water mark) — a request it cannot serve that would
+// cross it first frees the oldest idle blocks. Idle blocks are thus kept while
+// the pass is below its peak, e.g. a U-Net's full-resolution blocks while it
+// works on the coarser levels, for its decoder and for the next pass. (Keeping
+// every idle block regardless took SIPL-PromptIR's guided pass at 512x512 from
+// 1.6 to 3.7 GB; freeing them all on every miss made the decoder fault in its
+// full-resolution activations again.) Outside scopes, allocations go to
+// PyTorch's own CPU allocator untouched. The cached blocks come from that
+// allocator, so they keep its alignment and transparent huge pages. With
+// poison on, every block served is first filled with 0xFF bytes (NaN in every
+// float type), so that a kernel reading memory it did not write shows
+// (tests/test_runtime.py).
 #include "memory_cache.h"
 
 #include <c10/core/CPUAllocator.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -36,10 +45,12 @@ namespace {
 constexpr size_t kMinBytes = size_t(1) << 20;  // smaller blocks come from glibc's heap without faults
 constexpr size_t kGranule = size_t(2) << 20;   // a transparent huge page
 
-// A block from the base allocator, with the deleter that frees it.
+// A block from the base allocator, with the deleter that frees it; `freed_at`
+// orders idle blocks, oldest first.
 struct Block {
   c10::DataPtr memory;
   size_t size;
+  uint64_t freed_at = 0;
 };
 
 class MemoryCache final : public c10::Allocator {
@@ -51,16 +62,15 @@ class MemoryCache final : public c10::Allocator {
   c10::DataPtr allocate(size_t n) override {
     if (scopes_.load(std::memory_order_relaxed) == 0 || n < kMinBytes) return base_->allocate(n);
     const size_t size = (n + kGranule - 1) / kGranule * kGranule;
-    std::unique_ptr<Block> block = take(size);
-    if (!block) {  // a miss: the idle blocks go before new memory comes, so the cache adds nothing to the peak
-      release();
-      block.reset(new Block{base_->allocate(size), size});
-    }
+    std::unique_ptr<Block> block = take_or_make_room(size);
+    if (!block) block.reset(new Block{base_->allocate(size), size});
     void* data = block->memory.get();
     if (poison_.load(std::memory_order_relaxed)) std::memset(data, 0xFF, size);  // NaN in every float type
     {
       std::lock_guard<std::mutex> lock(mutex_);
       served_.emplace(data, std::move(block));
+      in_use_ += size;
+      peak_in_use_ = std::max(peak_in_use_, in_use_);
     }
     return {data, data, &MemoryCache::raw_delete, c10::Device(c10::DeviceType::CPU)};
   }
@@ -87,6 +97,7 @@ class MemoryCache final : public c10::Allocator {
     std::lock_guard<std::mutex> lock(mutex_);
     const size_t bytes = cached_;
     release_locked(freed);
+    peak_in_use_ = in_use_;  // a fresh start: the next passes set their own peak
     return bytes;
   }
   size_t cached() {
@@ -98,14 +109,32 @@ class MemoryCache final : public c10::Allocator {
  private:
   static void raw_delete(void* data);
 
-  std::unique_ptr<Block> take(size_t size) {
+  // An idle block of `size` (the most recently freed one), or nullptr after
+  // freeing the oldest idle blocks as far as needed for a new block of `size`
+  // to keep in use + idle within the high-water mark of in use.
+  std::unique_ptr<Block> take_or_make_room(size_t size) {
+    std::vector<std::unique_ptr<Block>> freed;  // destroyed after the lock is released
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = free_.find(size);
-    if (it == free_.end() || it->second.empty()) return nullptr;
-    std::unique_ptr<Block> block = std::move(it->second.back());
-    it->second.pop_back();
-    cached_ -= size;
-    return block;
+    if (it != free_.end() && !it->second.empty()) {
+      std::unique_ptr<Block> block = std::move(it->second.back());
+      it->second.pop_back();
+      cached_ -= size;
+      return block;
+    }
+    const size_t bound = std::max(peak_in_use_, in_use_ + size);
+    while (cached_ > 0 && in_use_ + size + cached_ > bound) {
+      auto oldest = free_.end();
+      for (auto f = free_.begin(); f != free_.end(); ++f) {  // a few dozen sizes at most
+        if (f->second.empty()) continue;
+        if (oldest == free_.end() || f->second.front()->freed_at < oldest->second.front()->freed_at) oldest = f;
+      }
+      std::vector<std::unique_ptr<Block>>& blocks = oldest->second;
+      cached_ -= blocks.front()->size;
+      freed.push_back(std::move(blocks.front()));
+      blocks.erase(blocks.begin());
+    }
+    return nullptr;
   }
 
   void release_locked(std::vector<std::unique_ptr<Block>>& freed) {
@@ -122,7 +151,10 @@ class MemoryCache final : public c10::Allocator {
   std::mutex mutex_;
   std::unordered_map<void*, std::unique_ptr<Block>> served_;                  // in use
   std::unordered_map<size_t, std::vector<std::unique_ptr<Block>>> free_;     // cached, by size
-  size_t cached_ = 0;
+  size_t cached_ = 0;       // idle bytes
+  size_t in_use_ = 0;       // bytes of served blocks not yet freed
+  size_t peak_in_use_ = 0;  // the most in use at once since the last release()
+  uint64_t clock_ = 0;      // stamps freed blocks
   size_t limit_ = size_t(4) << 30;  // pyairir.runtime.DEFAULT_CACHE_LIMIT
 };
 
@@ -150,8 +182,10 @@ void MemoryCache::give_back(void* data) {
     if (it != served_.end()) {
       block = std::move(it->second);
       served_.erase(it);
+      in_use_ -= block->size;
       if (cached_ + block->size <= limit_) {
         cached_ += block->size;
+        block->freed_at = ++clock_;
         free_[block->size].push_back(std::move(block));
       }
       return;

@@ -280,12 +280,15 @@ def gradient_coverage(model: torch.nn.Module, c: TrainConfig, batches: int = 2, 
     return sorted(name.removeprefix("model.") for name in missing)
 
 
-def check_gradients(result: dict, model: torch.nn.Module, c: TrainConfig) -> None:
+def check_gradients(result: dict, model: torch.nn.Module, c: TrainConfig,
+                    stage1: torch.nn.Module | None = None) -> None:
     """Records in `result` the trainable parameters without gradient (gradient_coverage) of the
-    trained model, and for LUPI of its stage-1 model too, and the rule they were found by."""
+    trained model, and for LUPI of its stage-1 model too (`stage1`, loaded if not given), and the
+    rule they were found by."""
     result["no_gradient"] = gradient_coverage(model, c)
     if c.paradigm == "lupi":
-        result["lupi"]["stage 1"]["no_gradient"] = gradient_coverage(trained(c, c.lupi_stage2_at), c)
+        stage1 = stage1 if stage1 is not None else trained(c, c.lupi_stage2_at)
+        result["lupi"]["stage 1"]["no_gradient"] = gradient_coverage(stage1, c)
     result["gradient_check"] = GRADIENT_CHECK
 
 
@@ -355,10 +358,11 @@ def evaluate_run(backbone: str, variant: str, seed: int, settings: Settings, out
             result["guided"] = scores(guided, samples)["average"]["psnr"]
         result["dictionary_change"] = dictionary_changes(model, c)
         result["training_size"] = guidance_at_training_size(model, settings)
+    stage1 = None
     if variant == "lupi":
         result["lupi"] = {}
-        for stage, step in (("stage 1", c.lupi_stage2_at), ("stage 2", c.steps)):
-            at = model if step == c.steps else trained(c, step)
+        stage1 = trained(c, c.lupi_stage2_at)
+        for stage, at in (("stage 1", stage1), ("stage 2", model)):
             with torch.no_grad():
                 teacher = [at.restore_with_prior(s["degraded"][None],
                                                  at.teacher(s["degraded"][None], s["clean"][None]))[0] for s in samples]
@@ -367,7 +371,7 @@ def evaluate_run(backbone: str, variant: str, seed: int, settings: Settings, out
                                      "student": scores(student, samples)["average"]["psnr"]}
     if variant.startswith("cpl"):
         result["prompts"] = prompt_statistics(model, samples)
-    check_gradients(result, model, c)
+    check_gradients(result, model, c, stage1)
     result["evaluate_seconds"] = time.perf_counter() - trained_at
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(result, indent=1))

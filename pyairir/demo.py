@@ -11,6 +11,7 @@ on photos they never saw:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -59,7 +60,13 @@ def demo_info(paradigm: str = "none") -> dict:
         made_by = "scripts/train_demo.py" if paradigm == "none" else "scripts/sipl_demo.py"
         raise FileNotFoundError(f"pyairir's demo weights are missing ({path}); they are made by "
                                 f"`python {made_by}` in the repository")
-    return json.loads(path.read_text())
+    return json.loads(_read(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _read(path: Path) -> str:
+    """A shipped description file's text, read once per process."""
+    return path.read_text()
 
 
 def demo_name(paradigm: str = "none") -> str:

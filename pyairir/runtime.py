@@ -13,7 +13,7 @@ On by default in fast inference: `cached_memory()`, a scope in which large CPU b
 more) come from pyairir's cache of freed blocks rather than from a fresh mapping (ONNX Runtime and
 OpenVINO keep an arena the same way). The fast blocks (TransformerBlock, MDTA, GDFN, NAFBlock)
 open it when autograd is off; the cache keeps what they freed for the next pass, up to
-`set_cached_memory_limit()` bytes (DEFAULT_CACHE_LIMIT, 4 GB, unless set), until
+`set_cached_memory_limit()` bytes (DEFAULT_CACHE_LIMIT, 1 GB, unless set), until
 `release_cached_memory()`. Its memory is bounded: what it has served and holds (in use and idle)
 stays within twice the most that was in use at once, the oldest idle blocks going first. Its
 effect on time, page faults and peak memory is in the README ("Memory reuse";
@@ -40,7 +40,7 @@ import torch
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 PAGE = 4096
-DEFAULT_CACHE_LIMIT = 4 << 30  # bytes the memory cache keeps unless set_cached_memory_limit says otherwise
+DEFAULT_CACHE_LIMIT = 1 << 30  # bytes the memory cache keeps unless set_cached_memory_limit says otherwise
 
 
 def huge_pages() -> bool:
@@ -121,7 +121,7 @@ def cached_memory_bytes() -> int:
 def set_cached_memory_limit(limit_bytes: int) -> None:
     """At most `limit_bytes` are kept in the cache (blocks freed beyond it go to the system; if it
     holds more now, every idle block is freed). 0 turns caching off. The default is
-    DEFAULT_CACHE_LIMIT, 4 GB."""
+    DEFAULT_CACHE_LIMIT, 1 GB."""
     if not isinstance(limit_bytes, int) or isinstance(limit_bytes, bool) or limit_bytes < 0:
         raise ValueError(f"set_cached_memory_limit: limit_bytes must be an int >= 0, got {limit_bytes!r}")
     extension = _extension()

@@ -156,7 +156,7 @@ class MemoryCache final : public c10::Allocator {
   size_t in_use_ = 0;       // bytes of served blocks not yet freed
   size_t peak_in_use_ = 0;  // the most in use at once since the last release()
   uint64_t clock_ = 0;      // stamps freed blocks
-  size_t limit_ = size_t(4) << 30;  // pyairir.runtime.DEFAULT_CACHE_LIMIT
+  size_t limit_ = size_t(1) << 30;  // pyairir.runtime.DEFAULT_CACHE_LIMIT
 };
 
 // Installed on first use, over the CPU allocator in place then; never uninstalled

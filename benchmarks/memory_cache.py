@@ -6,8 +6,9 @@ each setting in a fresh process (so that its peak resident memory is its own).
 
 Prints one row per model and setting: the median time of `passes` forward passes after a first
 one, their median page faults (minor, from getrusage), the process's peak RSS and what the cache
-holds at the end; then the ratios. Page faults and memory repeat from run to run; on a shared
-virtual machine the times may not (the same setting has measured 333 and 446 ms for NAFNet-w32).
+holds at the end; then the ratios. Peak memory repeats from run to run, page faults less so; on a
+shared virtual machine the times may not (the same setting has measured 333 and 446 ms for
+NAFNet-w32).
 """
 
 from __future__ import annotations

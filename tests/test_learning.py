@@ -58,7 +58,29 @@ def test_gradient_check_names_a_parameter_without_gradient(tmp_path):
     assert learning.gradient_coverage(model, c, batches=1, more=2) == ["output.parametrizations.weight.original"]
 
 
-def test_quick_run_trains_evaluates_and_reports_every_variant(tmp_path):
+def test_runs_are_reused_when_only_seeds_were_added():
+    stored = json.loads(json.dumps(dataclasses.asdict(learning.FULL)))
+    del stored["extra_seeds"]  # a settings.json written before the field existed
+    assert learning.reusable(stored, learning.FULL)
+    assert not learning.reusable(stored, dataclasses.replace(learning.FULL, lr=2e-3))
+    assert not learning.reusable(stored, dataclasses.replace(learning.FULL, seeds=(0, 1)))  # a seed dropped
+    assert not learning.reusable({**stored, "extra_seeds": [5]}, learning.FULL)
+
+
+def test_vs_plain_pairs_the_seeds_both_variants_have():
+    def run(seed: int, psnr: float) -> dict:
+        return {"seed": seed, "scores": {"average": {"psnr": psnr}}}
+
+    plain = [run(0, 10.0), run(1, 20.0), run(2, 30.0), run(3, 40.0)]
+    assert learning._vs_plain([run(2, 31.0), run(0, 12.0)], plain, "average") == learning.paired([31.0, 12.0],
+                                                                                             [30.0, 10.0])
+
+
+def test_quick_run_trains_evaluates_and_reports_every_variant(tmp_path, monkeypatch):
+    # First without the extra seeds, then with them: the second call trains only plain's and SIPL's extra runs.
+    with monkeypatch.context() as m:
+        m.setattr(learning, "QUICK", dataclasses.replace(learning.QUICK, extra_seeds=()))
+        assert learning.main(["--quick", "--out", str(tmp_path)]) == 0
     assert learning.main(["--quick", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert list(summary["backbones"]) == list(learning.BACKBONES) == ["promptir", "adair"]
@@ -87,8 +109,13 @@ def test_quick_run_trains_evaluates_and_reports_every_variant(tmp_path):
         assert f"## {name}: mechanism checks" in report and f"(learning/{backbone}_sipl_refinement.png)" in report
         assert (tmp_path / "learning" / f"{backbone}_cpl_prompts.png").is_file()
     results = sorted(p.name for p in (tmp_path / "results").iterdir())
-    assert results == sorted(f"{b}-{v}-seed{s}.json" for b in learning.BACKBONES for v in learning.VARIANTS
-                             for s in learning.QUICK.seeds)
+    assert results == sorted([f"{b}-{v}-seed{s}.json" for b in learning.BACKBONES for v in learning.VARIANTS
+                              for s in learning.QUICK.seeds]
+                             + [f"{b}-{v}-seed{s}.json" for b in learning.BACKBONES for v in learning.EXTRA_SEED_VARIANTS
+                                for s in learning.QUICK.extra_seeds])
+    seeds = {v: sorted(map(int, e["average_per_seed"])) for v, e in summary["backbones"]["promptir"]["variants"].items()}
+    assert seeds["sipl"] == seeds["plain"] == [0, 1, 2] and seeds["cpl"] == [0, 1]
+    assert "| PromptIR + CPL sparse prompts (no CPR) | " in report and " | — |" in report  # seed 2: not run
     before = (tmp_path / "summary.json").read_text()
     assert learning.main(["--quick", "--out", str(tmp_path)]) == 0  # resumes: nothing trained again
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(before)

@@ -6,8 +6,8 @@
 
 One forward pass runs under a dispatch mode that times every aten and pyairir op as it executes
 (wall time; the ops run one after another on the calling thread, each using every thread) and
-counts its floating-point operations (torch.utils.flop_counter's formulas, plus pyairir's ops
-registered below) and the bytes it reads and writes (its tensor arguments and results). Ops are
+counts its floating-point operations (torch.utils.flop_counter's formulas, which count matmuls
+and convolutions only, plus pyairir's ops registered below, counted alike) and the bytes it reads and writes (its tensor arguments and results). Ops are
 grouped by kind (1x1 convolution, 3x3 depthwise convolution, ...). The roofline of a group is
 min(peak FLOP/s, bandwidth x FLOPs / bytes), with the peak measured here as a 2048 x 2048 fp32
 matrix product and the bandwidth as a copy of 256 MB, both on the benchmark's threads; a group's
@@ -51,7 +51,14 @@ def _proxy_attention_flops(q, k, v, temperature, heads, *args, **kwargs) -> int:
     return _heads_flops(q, heads, k.shape[2] * k.shape[3])
 
 
-PYAIRIR_FLOPS = {"pyairir.mdta": _mdta_flops, "pyairir.proxy_attention": _proxy_attention_flops}
+def _gated_gelu_flops(x, dw_weight, *args, **kwargs) -> int:
+    """Its fused 3x3 depthwise convolution, counted as flop_counter counts `conv 3x3 depthwise`
+    (2 x 9 per input value); the gate's pointwise work is not counted, as for aten's pointwise ops."""
+    return 0 if dw_weight is None else 2 * 9 * x.numel()
+
+
+PYAIRIR_FLOPS = {"pyairir.mdta": _mdta_flops, "pyairir.proxy_attention": _proxy_attention_flops,
+                 "pyairir.gated_gelu": _gated_gelu_flops}
 
 
 def _kind(name: str, args: tuple) -> str:

@@ -1,0 +1,27 @@
+"""benchmarks/profile.py counts a pyairir op's FLOPs as flop_counter counts the aten ops it
+replaces, so that a fused op's fraction of roofline is comparable with theirs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pyairir
+from benchmarks.profile import OpProfile
+
+
+def counted_flops(module: torch.nn.Module, x: torch.Tensor) -> int:
+    profile = OpProfile()
+    with torch.no_grad(), profile:
+        module(x)
+    return sum(row.flops for row in profile.rows.values())
+
+
+@pytest.mark.parametrize("block", ["GDFN", "MDTA"])
+def test_fused_ops_count_the_flops_of_the_eager_ops_they_replace(block):
+    torch.manual_seed(0)
+    module = (pyairir.nn.GDFN(8, 2.66, bias=False) if block == "GDFN" else pyairir.nn.MDTA(8, 2, bias=False)).eval()
+    x = torch.randn(1, 8, 12, 10)
+    eager = counted_flops(module, x)
+    pyairir.nn.set_fast(module, fast=True)
+    assert eager > 0 and counted_flops(module, x) == eager

@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pyairir  # first, as users import it: before torch, so that torch allocates on huge pages  # noqa: I001
 import pytest
@@ -186,6 +188,23 @@ def measure(benchmark):
         return median
 
     return run
+
+
+def interleaved(group: str, fns: dict[str, Callable[[], object]], rounds: int = 5, warmup_rounds: int = 1) -> dict[str, float]:
+    """Times every callable once per round, in turn, for `rounds` rounds after `warmup_rounds`
+    untimed ones, and records each one's median under (group, variant). A slow phase of a shared
+    machine (this VM's throughput drifts by 30 % and more over minutes) then falls on every variant
+    of a round alike, instead of on whichever variant's benchmark happened to run then."""
+    times: dict[str, list[float]] = {variant: [] for variant in fns}
+    for r in range(warmup_rounds + rounds):
+        for variant, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if r >= warmup_rounds:
+                times[variant].append(time.perf_counter() - start)
+    medians = {variant: statistics.median(t) for variant, t in times.items()}
+    RESULTS.update({(group, variant): median for variant, median in medians.items()})
+    return medians
 
 
 def record_preparation_time(group: str, what: str, prepare):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import statistics
 import tempfile
 import time
@@ -191,15 +192,20 @@ def measure(benchmark):
 
 
 def interleaved(group: str, fns: dict[str, Callable[[], object]], rounds: int = 5, warmup_rounds: int = 1) -> dict[str, float]:
-    """Times every callable once per round, in turn, for `rounds` rounds after `warmup_rounds`
-    untimed ones, and records each one's median under (group, variant). A slow phase of a shared
-    machine (this VM's throughput drifts by 30 % and more over minutes) then falls on every variant
-    of a round alike, instead of on whichever variant's benchmark happened to run then."""
+    """Times every callable once per round for `rounds` rounds after `warmup_rounds` untimed ones,
+    and records each one's median under (group, variant). A slow phase of a shared machine (this
+    VM's throughput drifts by 30 % and more over minutes) then falls on every variant of a round
+    alike, instead of on whichever variant's benchmark happened to run then. Each round takes the
+    variants in its own (seeded, shuffled) order: a pass right after the official eager one ran
+    10-20 % slower here (PromptIR, fast or accelerate()), so no variant may always follow the same one."""
     times: dict[str, list[float]] = {variant: [] for variant in fns}
+    order = random.Random(0)
     for r in range(warmup_rounds + rounds):
-        for variant, fn in fns.items():
+        variants = list(fns)
+        order.shuffle(variants)
+        for variant in variants:
             start = time.perf_counter()
-            fn()
+            fns[variant]()
             if r >= warmup_rounds:
                 times[variant].append(time.perf_counter() - start)
     medians = {variant: statistics.median(t) for variant, t in times.items()}

@@ -95,8 +95,8 @@ class Settings:
 
 # Sized for about 3 hours on 2 cores (3.09 h measured): 2 backbones x (6 variants x 3 seeds + plain
 # and SIPL x 2 more seeds) x 480 steps of 8 32x32 crops, measured at 0.19-0.42 s a step (CPR with
-# 2 negatives about 1 s); 64x64 crops and 1000 steps would take about 8 hours. lr 1e-3 as scripts/train_demo.py (5e-4 left the models below
-# their inputs' PSNR after 240 steps).
+# 2 negatives about 1 s); 64x64 crops and 1000 steps would take about 8 hours. lr 1e-3 as
+# scripts/train_demo.py (5e-4 left the models below their inputs' PSNR after 240 steps).
 FULL = Settings(model_args=dict(dim=16, num_blocks=[1, 1, 1, 2], num_refinement_blocks=1), patch_size=32,
                 batch_size=8, steps=480, lr=1e-3, warmup_steps=24, checkpoint_every=120, eval_size=96,
                 eval_draws=2, seeds=(0, 1, 2), cpr_negatives=2, extra_seeds=(3, 4))

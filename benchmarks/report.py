@@ -54,8 +54,7 @@ def render(data: dict) -> str:
         "Times are medians, memory is peak RSS of a fresh process; a ratio is larger / smaller. The "
         "variants of a whole model (benchmarks/test_models.py) are timed interleaved: 5 rounds, each "
         "variant once a round in a shuffled order, so that a busy phase of the machine falls on all "
-        "of them alike "
-        "(the variant without the memory cache runs after the rounds, on its own).",
+        "of them alike (the variant without the memory cache runs after the rounds, on its own).",
         "",
         "Baselines: \"official\" is the official code's structure (tests/official_like.py: the official "
         "classes' computations, state_dict keys and outputs, checked by tests/test_official_like.py) holding "

@@ -107,7 +107,7 @@ NO_CACHE = "fast fp32 without memory cache"
 
 def compare(measure, name: str, variants: list[str]) -> None:
     """Times `variants` of model `name` interleaved (conftest.interleaved: 5 rounds, each variant
-    once a round), so that their ratios do not depend on when the machine was busy. The variant
+    once a round in a shuffled order), so that their ratios do not depend on when the machine was busy. The variant
     without the memory cache runs after them, on its own: turning the cache off frees its blocks,
     which would leave the next round's fast fp32 pass without them."""
     torch._dynamo.reset()  # the compiled graphs of the previous model's test
@@ -120,7 +120,7 @@ def compare(measure, name: str, variants: list[str]) -> None:
         except pytest.skip.Exception as reason:  # a peer engine not installed, no bf16 instructions
             warnings.warn(f"{GROUP[name]}: {variant} not measured: {reason}", stacklevel=1)
     with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):  # compiled before, not in a round
-        interleaved(GROUP[name], fns, rounds=5)
+        interleaved(GROUP[name], fns)
         if NO_CACHE in variants:
             measure(GROUP[name], NO_CACHE, inference(name, NO_CACHE), rounds=5)
 

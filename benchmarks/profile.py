@@ -9,9 +9,10 @@ One forward pass runs under a dispatch mode that times every aten and pyairir op
 counts its floating-point operations (torch.utils.flop_counter's formulas, which count matmuls
 and convolutions only, plus pyairir's ops registered below, counted alike) and the bytes it reads
 and writes (its tensor arguments and results). Ops are grouped by kind (1x1 convolution, 3x3
-depthwise convolution, ...). The roofline of a group is min(peak FLOP/s, bandwidth x FLOPs / bytes), with the peak measured here as a 2048 x 2048 fp32
-matrix product and the bandwidth as a copy of 256 MB, both on the benchmark's threads; a group's
-fraction of roofline is its achieved rate over that bound.
+depthwise convolution, ...). The roofline of a group is min(peak FLOP/s, bandwidth x FLOPs /
+bytes), with the peak measured here as a 2048 x 2048 fp32 matrix product and the bandwidth as a
+copy of 256 MB, both on the benchmark's threads; a group's fraction of roofline is its achieved
+rate over that bound.
 """
 
 from __future__ import annotations

@@ -112,14 +112,19 @@ constexpr int64_t kRingBytes = 192 * 1024;      // three ring rows of a tile, at
 
 template <typename A>
 struct Ring {
-  int64_t blocks, tile, width, row_size;  // width = tile + 2 pixels; row_size values per ring row
+  // width = tile + 2 pixels; a block's part of a ring row is block_stride values, a ring row row_size.
+  int64_t blocks, tile, width, block_stride, row_size;
   Ring(const Geometry& g) {
     constexpr int64_t V = Vec<A>::size();
     blocks = (g.half() + V - 1) / V;
     const int64_t pixel = blocks * 2 * V * static_cast<int64_t>(sizeof(A));
     tile = std::min(g.W, std::max<int64_t>(8, kRingBytes / (3 * pixel) - 2));
     width = tile + 2;
-    row_size = blocks * width * 2 * V;
+    // Strides one cache line past the natural ones: at power-of-two strides (as at 254 or 510
+    // channels) every block of a pixel falls in the same L1 set and the ring thrashes the cache.
+    const int64_t line = 64 / static_cast<int64_t>(sizeof(A));
+    block_stride = width * 2 * V + line;
+    row_size = blocks * block_stride + line;
   }
   int64_t tiles(const Geometry& g) const { return (g.W + tile - 1) / tile; }
   int64_t bands(const Geometry& g) const { return (g.H + kForwardRows - 1) / kForwardRows; }
@@ -135,14 +140,14 @@ void fill_ring_row(const scalar_t* x, const Geometry& g, const Ring<A>& r, int64
     const int64_t xx = x0 - 1 + i;
     A* dst = row + i * 2 * V;
     if (y < 0 || y >= g.H || xx < 0 || xx >= g.W) {
-      for (int64_t j = 0; j < r.blocks; ++j) std::fill(dst + j * r.width * 2 * V, dst + j * r.width * 2 * V + 2 * V, A(0));
+      for (int64_t j = 0; j < r.blocks; ++j) std::fill(dst + j * r.block_stride, dst + j * r.block_stride + 2 * V, A(0));
       continue;
     }
     const scalar_t* src = x + ((b * g.H + y) * g.W + xx) * g.C2;
     for (int64_t j = 0; j < r.blocks; ++j) {
       const int64_t c0 = j * V, count = std::min(V, h - c0);
-      load_acc(src + c0, count).store(dst + j * r.width * 2 * V);
-      load_acc(src + h + c0, count).store(dst + j * r.width * 2 * V + V);
+      load_acc(src + c0, count).store(dst + j * r.block_stride);
+      load_acc(src + h + c0, count).store(dst + j * r.block_stride + V);
     }
   }
 }
@@ -173,15 +178,23 @@ void forward_channels_last(const scalar_t* x, const Geometry& g, const Filter<A>
       fill_ring_row(x, g, r, b, y0, x0, n, ring_row(y0));
       for (int64_t y = y0; y < y1; ++y) {
         fill_ring_row(x, g, r, b, y + 1, x0, n, ring_row(y + 1));
+        // The tile's part of input row y + 2 is prefetched into L2 while row y is computed, a
+        // share per channel block, so that the next fill does not wait on memory.
+        const int64_t ahead = std::min(y + 2, g.H - 1), lo = std::max<int64_t>(x0 - 1, 0);
+        const char* next = reinterpret_cast<const char*>(x + ((b * g.H + ahead) * g.W + lo) * g.C2);
+        const int64_t next_bytes = (std::min(x0 + n + 1, g.W) - lo) * g.C2 * static_cast<int64_t>(sizeof(scalar_t));
+        const int64_t share = (next_bytes + r.blocks - 1) / r.blocks;
         for (int64_t j = 0; j < r.blocks; ++j) {
           const int64_t c0 = j * V, count = std::min(V, h - c0);
+          for (int64_t o = j * share; o < std::min(next_bytes, (j + 1) * share); o += 64)
+            __builtin_prefetch(next + o, /*write=*/0, /*locality: L2=*/1);
           Vec<A> w1[kTaps], w2[kTaps];
           for (int tp = 0; tp < kTaps; ++tp) {
             w1[tp] = load(f.taps.data() + tp * g.C2 + c0, count);
             w2[tp] = load(f.taps.data() + tp * g.C2 + h + c0, count);
           }
           const Vec<A> bias1 = load(f.bias.data() + c0, count), bias2 = load(f.bias.data() + h + c0, count);
-          const int64_t block = j * r.width * 2 * V;
+          const int64_t block = j * r.block_stride;
           const A* rows[3] = {ring_row(y - 1) + block, ring_row(y) + block, ring_row(y + 1) + block};
           scalar_t* dst = out + ((b * g.H + y) * g.W + x0) * h + c0;
           for (int64_t i = 0; i < n; ++i) {

@@ -1,7 +1,7 @@
 """Do the paradigms learn what their papers say they learn? A small-scale replication on CPU.
 
     python -m benchmarks.learning                 # the full run: docs/learning.md and docs/learning/*.png
-    python -m benchmarks.learning --quick         # about a minute (tests/test_learning.py runs it)
+    python -m benchmarks.learning --quick         # about 3 minutes (tests/test_learning.py runs it)
     python -m benchmarks.learning --out DIR       # where runs, results and (quick) the report go
     python -m benchmarks.learning --stop-after 90 # starts no new run after 90 minutes (rerun to go on)
 
@@ -732,7 +732,7 @@ def reusable(stored: dict, settings: Settings) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny model and a few steps (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="a tiny model and a few steps (about 3 minutes)")
     parser.add_argument("--out", help="runs and results (default runs/learning, runs/learning-quick with --quick)")
     parser.add_argument("--doc", help="the report (default docs/learning.md; with --quick OUT/learning.md)")
     parser.add_argument("--stop-after", type=float, metavar="MINUTES",

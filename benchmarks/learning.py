@@ -250,7 +250,8 @@ def gradient_check(settings: Settings) -> str:
             f"{settings.gradient_more} more for parameters without gradient on those")
 
 
-def gradient_coverage(model: torch.nn.Module, c: TrainConfig, batches: int = 2, more: int = 16) -> list[str]:
+def gradient_coverage(model: torch.nn.Module, c: TrainConfig, batches: int = 2,
+                      more: int = Settings.gradient_more) -> list[str]:
     """Trainable parameters that receive no gradient from the training loss over `batches`
     batches spread over the run's training set, nor, if some receive none, over `more` further
     batches (a parameter behind a ReLU that is rarely open, as AdaIR's ChannelGate at dim 16,
@@ -334,7 +335,8 @@ def evaluate_run(backbone: str, variant: str, seed: int, settings: Settings, out
     c = config(backbone, variant, seed, settings, out, quick)
     if path.is_file():
         result = json.loads(path.read_text())
-        stale = result.get("gradient_check") != gradient_check(settings)  # measured by an earlier rule: again, by this one
+        # measured by an earlier rule: again, by this one
+        stale = result.get("gradient_check") != gradient_check(settings)
         # written before these were measured
         unmeasured = [k for k in ("dictionary_change", "training_size") if variant == "sipl" and k not in result]
         if stale or unmeasured:

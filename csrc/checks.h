@@ -50,6 +50,35 @@ inline void check_like(const at::Tensor& g, const at::Tensor& x, bool channels_l
               channels_last ? "channels_last" : "NCHW", "), got strides ", g.strides());
 }
 
+// An optional 3x3 depthwise filter (channels, 1, 3, 3) and bias (channels,) that an op fuses,
+// in the dtype of x (named x_name) and on its device; `per` says what a filter channel belongs
+// to, for messages.
+inline void check_depthwise_filter(const c10::optional<at::Tensor>& dw_weight, const c10::optional<at::Tensor>& dw_bias,
+                                   int64_t channels, const at::Tensor& x, const char* x_name, const char* op,
+                                   const char* per) {
+  if (!dw_weight.has_value()) {
+    TORCH_CHECK(!dw_bias.has_value(), op, ": dw_bias given without dw_weight");
+    return;
+  }
+  const at::Tensor& w = *dw_weight;
+  TORCH_CHECK(w.dim() == 4 && w.size(0) == channels && w.size(1) == 1 && w.size(2) == 3 && w.size(3) == 3, op,
+              ": dw_weight must have shape [", channels, ", 1, 3, 3] (a 3x3 depthwise filter ", per, "), got ",
+              w.sizes());
+  TORCH_CHECK(w.scalar_type() == x.scalar_type(), op, ": dw_weight must have the dtype of ", x_name, " (",
+              x.scalar_type(), "), got ", w.scalar_type());
+  TORCH_CHECK(w.device() == x.device(), op, ": dw_weight must be on the device of ", x_name, " (", x.device(),
+              "), got ", w.device());
+  TORCH_CHECK(w.is_contiguous(), op, ": dw_weight must be contiguous");
+  if (!dw_bias.has_value()) return;
+  const at::Tensor& b = *dw_bias;
+  TORCH_CHECK(b.dim() == 1 && b.size(0) == channels, op, ": dw_bias must have shape [", channels, "], got ",
+              b.sizes());
+  TORCH_CHECK(b.scalar_type() == x.scalar_type() && b.device() == x.device(), op, ": dw_bias must have the dtype and "
+              "device of ", x_name, " (", x.scalar_type(), ", ", x.device(), "), got ", b.scalar_type(), ", ",
+              b.device());
+  TORCH_CHECK(b.is_contiguous(), op, ": dw_bias must be contiguous");
+}
+
 // gated_gelu's arguments: x (B, 2h, H, W), an optional 3x3 depthwise filter
 // (2h, 1, 3, 3) and bias (2h,). Returns whether x is channels_last.
 inline bool check_gated_gelu(const at::Tensor& x, const c10::optional<at::Tensor>& dw_weight,
@@ -57,20 +86,7 @@ inline bool check_gated_gelu(const at::Tensor& x, const c10::optional<at::Tensor
   const bool channels_last = check_image(x, op, "x");
   const int64_t C2 = x.size(1);
   TORCH_CHECK(C2 % 2 == 0, op, ": x must have an even number of channels (two halves to gate), got ", C2);
-  if (dw_weight.has_value()) {
-    const at::Tensor& w = *dw_weight;
-    TORCH_CHECK(w.dim() == 4 && w.size(0) == C2 && w.size(1) == 1 && w.size(2) == 3 && w.size(3) == 3, op,
-                ": dw_weight must have shape [", C2, ", 1, 3, 3] (a 3x3 depthwise filter per channel of x), got ",
-                w.sizes());
-    TORCH_CHECK(w.scalar_type() == x.scalar_type(), op, ": dw_weight must have the dtype of x (", x.scalar_type(),
-                "), got ", w.scalar_type());
-    TORCH_CHECK(w.device() == x.device(), op, ": dw_weight must be on the device of x (", x.device(), "), got ",
-                w.device());
-    TORCH_CHECK(w.is_contiguous(), op, ": dw_weight must be contiguous");
-    if (dw_bias.has_value()) check_channel_vector(*dw_bias, C2, x, op, "dw_bias");
-  } else {
-    TORCH_CHECK(!dw_bias.has_value(), op, ": dw_bias given without dw_weight");
-  }
+  check_depthwise_filter(dw_weight, dw_bias, C2, x, "x", op, "per channel of x");
   return channels_last;
 }
 

@@ -59,3 +59,24 @@ def check_channel_vector(t: object, name: str, where: str, x: torch.Tensor) -> N
         raise ValueError(f"{where}: {name} must have the dtype of x ({x.dtype}), got {t.dtype}")
     if t.device != x.device:
         raise ValueError(f"{where}: {name} must be on the device of x ({x.device}), got {t.device}")
+
+
+def check_depthwise_filter(dw_weight: object, dw_bias: object, channels: int, where: str, like: torch.Tensor,
+                           like_name: str, per: str) -> None:
+    """Checks an optional 3x3 depthwise filter dw_weight (channels, 1, 3, 3) and bias dw_bias
+    (channels,) that an op fuses: tensors of like's dtype and device (`per` says what a filter
+    channel belongs to, for the message); a bias needs a filter."""
+    if dw_weight is None:
+        if dw_bias is not None:
+            raise ValueError(f"{where}: dw_bias given without dw_weight")
+        return
+    for name, t, shape in (("dw_weight", dw_weight, (channels, 1, 3, 3)), ("dw_bias", dw_bias, (channels,))):
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if tuple(t.shape) != shape:
+            what = f"a 3x3 depthwise filter {per}" if name == "dw_weight" else f"one value {per}"
+            raise ValueError(f"{where}: {name} must have shape {shape} ({what}), got {tuple(t.shape)}")
+        check_like(t, name, where, like, like_name)
+

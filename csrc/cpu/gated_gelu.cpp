@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "depthwise3x3.h"
 #include "gelu.h"
 #include "vec_loops.h"
 
@@ -29,7 +30,6 @@ namespace {
 
 constexpr int64_t kRows = 8;           // image rows per task
 constexpr int64_t kChannelBlock = 128;  // channels_last: channels of each half per pass
-constexpr int kTaps = 9;               // 3x3 depthwise filter, tap t at offset (t / 3 - 1, t % 3 - 1)
 
 struct Geometry {
   int64_t B, C2, H, W;  // C2 = 2h input channels
@@ -42,26 +42,15 @@ struct Geometry {
   int64_t end_row(int64_t task) const { return std::min(first_row(task) + kRows, H); }
 };
 
-// The depthwise filter as [tap][channel] (taps vectorise over channels), the
-// same flipped (tap t holds tap 8 - t, for the input gradient), and the bias.
+// The filter: taps, flipped and bias with C2 channels (depthwise3x3.h).
 template <typename A>
-struct Filter {
-  std::vector<A> taps, flipped, bias;
-  template <typename scalar_t>
-  Filter(const Geometry& g, const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& b,
-         const scalar_t*)
-      : taps(g.conv ? kTaps * g.C2 : 0), flipped(taps.size()), bias(g.C2, A(0)) {
-    if (!g.conv) return;
-    const scalar_t* w = weight->const_data_ptr<scalar_t>();
-    for (int64_t c = 0; c < g.C2; ++c)
-      for (int t = 0; t < kTaps; ++t) {
-        taps[t * g.C2 + c] = A(w[c * kTaps + t]);
-        flipped[(kTaps - 1 - t) * g.C2 + c] = A(w[c * kTaps + t]);
-      }
-    if (b.has_value())
-      for (int64_t c = 0; c < g.C2; ++c) bias[c] = A(b->const_data_ptr<scalar_t>()[c]);
-  }
-};
+using Filter = DepthwiseFilter<A>;
+
+template <typename scalar_t, typename A = acc_type<scalar_t>>
+Filter<A> filter_of(const Geometry& g, const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& b) {
+  return Filter<A>(g.conv ? weight->const_data_ptr<scalar_t>() : nullptr,
+                   b.has_value() ? b->const_data_ptr<scalar_t>() : nullptr, g.C2);
+}
 
 // GELU(a) = a Φ(a) and its derivative Φ(a) + a φ(a), exact (erf) form; identity for SimpleGate.
 template <typename A>
@@ -72,30 +61,12 @@ struct Activation {
 };
 
 // ================================================================ channels_last
-// The in-image taps of pixel (y, x): their indices and their pixels' offsets (in pixels).
-struct Neighbours {
-  int n = 0;
-  int tap[kTaps];
-  int64_t pixel[kTaps];
-  Neighbours(const Geometry& g, int64_t b, int64_t y, int64_t x) {
-    for (int t = 0; t < kTaps; ++t) {
-      const int64_t sy = y + t / 3 - 1, sx = x + t % 3 - 1;
-      if (sy < 0 || sy >= g.H || sx < 0 || sx >= g.W) continue;
-      tap[n] = t;
-      pixel[n++] = (b * g.H + sy) * g.W + sx;
-    }
-  }
-};
-
 // z at pixel p (neighbours nb), channel c .. c + count, as a vector.
 template <typename scalar_t, typename A>
 inline Vec<A> cl_preactivation(const scalar_t* x, const Geometry& g, const Filter<A>& f, const Neighbours& nb,
                                int64_t p, int64_t c, int64_t count) {
   if (!g.conv) return load_acc(x + p * g.C2 + c, count);
-  Vec<A> z = load(f.bias.data() + c, count);
-  for (int j = 0; j < nb.n; ++j)
-    z = at::vec::fmadd(load_acc(x + nb.pixel[j] * g.C2 + c, count), load(f.taps.data() + nb.tap[j] * g.C2 + c, count), z);
-  return z;
+  return depthwise_at(x + c, g.C2, f, c, nb, count);
 }
 
 // The forward cuts the image into tiles of kForwardRows rows by `tile` columns and
@@ -222,7 +193,7 @@ void cl_gate_gradient(const scalar_t* grad_out, const scalar_t* x, const Geometr
   for (int64_t y = r0; y < r1; ++y)
     for (int64_t xx = 0; xx < g.W; ++xx) {
       const int64_t p = (b * g.H + y) * g.W + xx;
-      const Neighbours nb(g, b, y, xx);
+      const Neighbours nb(g.H, g.W, b, y, xx);
       A* d = lines + ((y - r0) * g.W + xx) * 2 * kChannelBlock;
       vec_for<A>(cn, [&](int64_t i, int64_t k) {
         const Vec<A> z1 = cl_preactivation(x, g, f, nb, p, c0 + i, k);
@@ -255,7 +226,7 @@ void backward_channels_last_task(const scalar_t* grad_out, const scalar_t* x, co
           });
           continue;
         }
-        const Neighbours nb(g, b, y, xx);
+        const Neighbours nb(g.H, g.W, b, y, xx);
         const A* neighbour_lines[kTaps];  // each neighbour's dz in the line buffer
         for (int j = 0; j < nb.n; ++j) {
           const int64_t row = nb.pixel[j] / g.W - b * g.H, column = nb.pixel[j] % g.W;
@@ -418,7 +389,7 @@ at::Tensor gated_gelu(const at::Tensor& x, const c10::optional<at::Tensor>& dw_w
   at::Tensor out = at::empty({g.B, g.half(), g.H, g.W}, x.options().memory_format(format_of(g)));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "gated_gelu", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const Filter<acc_type<scalar_t>> f(g, dw_weight, dw_bias, xp);
+    const Filter<acc_type<scalar_t>> f = filter_of<scalar_t>(g, dw_weight, dw_bias);
     if (g.channels_last) {
       forward_channels_last(xp, g, f, out.mutable_data_ptr<scalar_t>());
     } else {
@@ -443,7 +414,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_gelu_backward(const at::Ten
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const scalar_t* gp = grad_out.const_data_ptr<scalar_t>();
     scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
-    const Filter<A> f(g, dw_weight, dw_bias, xp);
+    const Filter<A> f = filter_of<scalar_t>(g, dw_weight, dw_bias);
     const int64_t row_len = (kTaps + 1) * g.C2;
     std::vector<A> partial(g.conv ? g.tasks() * row_len : 0, A(0));
     at::parallel_for(0, g.tasks(), 1, [&](int64_t begin, int64_t end) {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from pyairir import reference
-from pyairir._validation import check_channel_vector, check_image, check_like
+from pyairir._validation import check_depthwise_filter, check_image
 from pyairir.ops import backend, registration
 from pyairir.ops.layout import check_dense, dense_like, densified
 
@@ -25,17 +25,7 @@ def check_inputs(x: torch.Tensor, dw_weight: torch.Tensor | None, dw_bias: torch
     channels = x.shape[1]
     if channels % 2:
         raise ValueError(f"{OP}: x must have an even number of channels (two halves to gate), got {channels}")
-    if dw_weight is None:
-        if dw_bias is not None:
-            raise ValueError(f"{OP}: dw_bias given without dw_weight")
-        return
-    if not isinstance(dw_weight, torch.Tensor) or tuple(dw_weight.shape) != (channels, 1, 3, 3):
-        shape = tuple(dw_weight.shape) if isinstance(dw_weight, torch.Tensor) else type(dw_weight).__name__
-        raise ValueError(f"{OP}: dw_weight must have shape ({channels}, 1, 3, 3) (a 3x3 depthwise filter per "
-                         f"channel of x), got {shape}")
-    check_like(dw_weight, "dw_weight", OP, x, "x")
-    if dw_bias is not None:
-        check_channel_vector(dw_bias, "dw_bias", OP, x)
+    check_depthwise_filter(dw_weight, dw_bias, channels, OP, x, "x", "per channel of x")
 
 
 def gated_gelu(

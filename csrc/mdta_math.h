@@ -85,6 +85,16 @@ inline bool all_finite(const at::Tensor& a, const at::Tensor& b) {
   return at::isfinite(a).all().item<bool>() && at::isfinite(b).all().item<bool>();
 }
 
+// The operands with mdta's fused depthwise filter applied whole: part 0, 1, 2 (q, k, v) of
+// x convolved with its third of dw_weight (3C, 1, 3, 3) and dw_bias, padding 1.
+inline at::Tensor convolved(const at::Tensor& x, int64_t part, const at::Tensor& dw_weight,
+                            const c10::optional<at::Tensor>& dw_bias) {
+  const int64_t C = x.size(1);
+  const c10::optional<at::Tensor> bias =
+      dw_bias.has_value() ? c10::optional<at::Tensor>(dw_bias->narrow(0, part * C, C)) : c10::nullopt;
+  return at::conv2d(x, dw_weight.narrow(0, part * C, C), bias, 1, 1, 1, C);
+}
+
 inline at::Tensor attention_of(const at::Tensor& cosine, const at::Tensor& temperature, const Geometry& g) {
   const at::Tensor t = temperature.to(cosine.scalar_type()).reshape({1, g.heads, 1, 1});
   return (cosine * t).softmax(-1).reshape({g.B * g.heads, g.d, g.d});

@@ -80,13 +80,21 @@ TORCH_LIBRARY(pyairir, m) {
   //   out = softmax((q k^T) / (|q| |k|^T) * temperature[h]) v
   // with |.| the L2 norm over the pixels (clamped to 1e-12, as F.normalize).
   // q, k, v: NCHW or channels_last, or channel slices of such a tensor;
-  // temperature: heads values. Returns (out (B, C, H, W) in q's layout, and for
-  // the backward: the cosine matrix (B, heads, d, d) and the norms of q and k
-  // (B, C), in float32, float64 for float64 inputs).
+  // temperature: heads values. With dw_weight (3C, 1, 3, 3) and dw_bias (3C,), q, k
+  // and v are first each convolved with their third of that 3x3 depthwise filter
+  // (padding 1), as MDTA's qkv_dwconv; that convolution is then part of the op
+  // (the CPU kernel computes it chunk by chunk, never writing it whole), and the
+  // cosine and norms below are those of the convolved q and k. Returns (out
+  // (B, C, H, W) in q's layout, and for the backward: the cosine matrix
+  // (B, heads, d, d) and the norms of q and k (B, C), in float32, float64 for
+  // float64 inputs).
   m.def(
-      "mdta(Tensor q, Tensor k, Tensor v, Tensor temperature, int heads)"
+      "mdta(Tensor q, Tensor k, Tensor v, Tensor temperature, int heads, Tensor? dw_weight=None,"
+      " Tensor? dw_bias=None)"
       " -> (Tensor out, Tensor cosine, Tensor q_norm, Tensor k_norm)");
-  // Gradients w.r.t. (q, k, v, temperature), from the extra outputs of mdta.
+  // Gradients w.r.t. (q, k, v, temperature), from the extra outputs of mdta; q, k, v
+  // are the convolved ones when mdta had a depthwise filter (its autograd formula
+  // convolves them again and carries the gradients back through the filter).
   m.def(
       "mdta_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor temperature, Tensor cosine,"
       " Tensor q_norm, Tensor k_norm, int heads) -> (Tensor, Tensor, Tensor, Tensor)");

@@ -139,9 +139,13 @@ def _downscale(x: torch.Tensor) -> torch.Tensor:
     return power_of_two_scale(x.abs().amax((2, 3), keepdim=True), x.dtype)
 
 
-def forward(q, k, v, temperature, heads):
+def forward(q, k, v, temperature, heads, dw_weight=None, dw_bias=None):
     """See pyairir.reference.mdta; returns (out, cosine, q_norm, k_norm) as the C++ op does. If
-    the Gram matrix or the squared norms overflow, they come from rows scaled by powers of two."""
+    the Gram matrix or the squared norms overflow, they come from rows scaled by powers of two.
+    With a depthwise filter, q, k and v are convolved whole first (torch's convolution), as the
+    CUDA binding does; the CPU kernel alone fuses it."""
+    if dw_weight is not None:
+        q, k, v = convolved(q, k, v, dw_weight, dw_bias)
     B, C = q.shape[:2]
     d = C // heads
     gram, squares = _gram(q, k, heads, with_squares=True)
@@ -158,6 +162,14 @@ def forward(q, k, v, temperature, heads):
         q_norm = q_norm / scale_q.reshape(B, C).to(q_norm.dtype)
         k_norm = k_norm / scale_k.reshape(B, C).to(k_norm.dtype)
     return out, cosine, q_norm, k_norm
+
+
+def convolved(q, k, v, dw_weight, dw_bias):
+    """q, k, v each convolved with its third of the depthwise filter (3C, 1, 3, 3), padding 1."""
+    c = q.shape[1]
+    biases = dw_bias.split(c) if dw_bias is not None else (None,) * 3
+    return tuple(torch.nn.functional.conv2d(t, w, b, padding=1, groups=c)
+                 for t, w, b in zip((q, k, v), dw_weight.split(c), biases))
 
 
 def backward(grad_out, q, k, v, temperature, cosine, q_norm, k_norm, heads):

@@ -13,6 +13,13 @@
 // q, k, v may be channel chunks of one NCHW or channels_last tensor (as MDTA's
 // qkv.chunk(3) gives): a pixel axis H * W and either unit channel stride
 // (pixel-major) or unit pixel stride (channel-major).
+//
+// With a depthwise filter (MDTA's qkv_dwconv) and pixel-major operands, each task
+// convolves its chunk of q and k (pass 1) or v (pass 2) for its head into a
+// (chunk x d) scratch that the GEMMs read: the convolved q, k, v never exist
+// whole, which spares a write and a read of all three. Otherwise (channel-major
+// operands, or rows too large for the Gram matrix) the operands are convolved
+// whole first.
 #include "vec.h"  // first: selects at::vec's instruction set
 
 #include <torch/library.h>
@@ -21,7 +28,9 @@
 #include <numeric>
 #include <vector>
 
+#include "../checks.h"
 #include "../mdta_math.h"
+#include "depthwise3x3.h"
 #include "head_blocks.h"
 #include "vec_loops.h"
 
@@ -31,6 +40,7 @@ namespace {
 using mdta_math::Geometry;
 
 constexpr int64_t kChunk = 2048;  // pixels per task
+constexpr int64_t kAhead = 8;     // fused depthwise filter: pixels its prefetch runs ahead
 
 int64_t chunks(const Geometry& g) { return (g.N + kChunk - 1) / kChunk; }
 
@@ -108,20 +118,102 @@ std::pair<at::Tensor, at::Tensor> gram_and_squares(const at::Tensor& q, const at
   return {sum_chunks(gram), sum_chunks(squares)};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor& q, const at::Tensor& k,
-                                                                const at::Tensor& v, const at::Tensor& temperature,
-                                                                int64_t heads) {
-  const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, "pyairir::mdta");
-  const mdta_math::Forward f = mdta_math::forward_rescaled(
-      q, k, temperature, g, [&](const at::Tensor& a, const at::Tensor& b) { return gram_and_squares(a, b, g); });
-  // Pass 2: out = A V, chunk by chunk, into the output's head block (A in the operands' type).
+using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;  // out, cosine, q_norm, k_norm
+
+// Pass 2: out = A V, chunk by chunk, into the output's head block (A in the operands' type); vb(b, h, p0,
+// count) gives the task's (d, count) block of V.
+template <typename BlockOfV>
+Outputs apply_attention(const at::Tensor& q, const mdta_math::Forward& f, const Geometry& g, BlockOfV&& vb) {
   const at::Tensor weights = f.attention.to(q.scalar_type());
   at::Tensor out = empty_like_layout(q);
-  const Operand oo = operand(out), ov = operand(v);
+  const Operand oo = operand(out);
   for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
-    gemm_into(block(oo, g.d, b, h, p0, count), weights[b * heads + h], block(ov, g.d, b, h, p0, count));
+    gemm_into(block(oo, g.d, b, h, p0, count), weights[b * g.heads + h], vb(b, h, p0, count));
   });
   return {out, f.cosine, f.q_norm, f.k_norm};
+}
+
+Outputs unfused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,
+                const Geometry& g) {
+  const mdta_math::Forward f = mdta_math::forward_rescaled(
+      q, k, temperature, g, [&](const at::Tensor& a, const at::Tensor& b) { return gram_and_squares(a, b, g); });
+  const Operand ov = operand(v);
+  return apply_attention(q, f, g, [&](int64_t b, int64_t h, int64_t p0, int64_t count) {
+    return block(ov, g.d, b, h, p0, count);
+  });
+}
+
+// ---------------------------------------------------------------- fused depthwise filter
+bool pixel_major(const at::Tensor& t) { return t.stride(1) == 1 && t.stride(3) >= t.size(1); }
+
+// Head h's d channels of image b of pixel-major x convolved with filter channels fc + h * d ..,
+// at the `count` pixels from p0, into out (count, d) row-major.
+template <typename scalar_t, typename A>
+void convolve_block(const Operand& o, const DepthwiseFilter<A>& f, int64_t fc, int64_t H, int64_t W, int64_t d,
+                    int64_t b, int64_t h, int64_t p0, int64_t count, scalar_t* out) {
+  const scalar_t* x = static_cast<const scalar_t*>(o.data) + b * o.batch_stride + h * d;
+  constexpr int64_t kLine = 64 / sizeof(scalar_t);
+  for (int64_t i = 0; i < count; ++i) {
+    // pixel (y + 1, x + 1), the one this pixel reads first, is read from memory: fetch the one
+    // kAhead pixels further on now (the hardware prefetcher does not follow a stride of 3C values)
+    const int64_t ahead = p0 + i + W + 1 + kAhead;
+    if (ahead < H * W)
+      for (int64_t c = 0; c < d; c += kLine) __builtin_prefetch(x + ahead * o.pixel_stride + c, 0, 3);
+    const Neighbours nb(H, W, 0, (p0 + i) / W, (p0 + i) % W);
+    vec_for<A>(d, [&](int64_t c, int64_t n) {
+      store_acc(depthwise_at(x + c, o.pixel_stride, f, fc + h * d + c, nb, n), out + i * d + c, n);
+    });
+  }
+}
+
+template <typename scalar_t>
+Outputs fused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,
+              const at::Tensor& dw_weight, const c10::optional<at::Tensor>& dw_bias, const Geometry& g) {
+  using A = acc_type<scalar_t>;
+  const DepthwiseFilter<A> f(dw_weight.const_data_ptr<scalar_t>(),
+                             dw_bias.has_value() ? dw_bias->const_data_ptr<scalar_t>() : nullptr, 3 * g.C);
+  const int64_t H = q.size(2), W = q.size(3);
+  const Operand oq = operand(q), ok = operand(k), ov = operand(v);
+  // Pass 1: per chunk, q and k convolved into a scratch (2, count, d), their Gram matrix and squared norms.
+  const auto acc_options = q.options().dtype(mdta_math::acc_dtype(q.scalar_type()));
+  at::Tensor gram = at::empty({g.B * g.heads, chunks(g), g.d, g.d}, acc_options);
+  at::Tensor squares = at::empty({g.B * g.heads, chunks(g), 2, g.d}, acc_options);
+  for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
+    const at::Tensor scratch = at::empty({2, count, g.d}, q.options());
+    scalar_t* zq = scratch.mutable_data_ptr<scalar_t>();
+    convolve_block(oq, f, 0, H, W, g.d, b, h, p0, count, zq);
+    convolve_block(ok, f, g.C, H, W, g.d, b, h, p0, count, zq + count * g.d);
+    const at::Tensor qb = scratch[0].t(), kb = scratch[1].t();
+    mm_into(gram[b * g.heads + h][chunk], qb, kb.t());
+    A* out = squares[b * g.heads + h][chunk].data_ptr<A>();
+    sum_squares<scalar_t>(qb, out);
+    sum_squares<scalar_t>(kb, out + g.d);
+  });
+  const at::Tensor gram_sum = sum_chunks(gram), squares_sum = sum_chunks(squares);
+  if (!mdta_math::all_finite(gram_sum, squares_sum))  // rows too large: rescaled, on the whole convolved operands
+    return unfused(mdta_math::convolved(q, 0, dw_weight, dw_bias), mdta_math::convolved(k, 1, dw_weight, dw_bias),
+                   mdta_math::convolved(v, 2, dw_weight, dw_bias), temperature, g);
+  const mdta_math::Forward fw = mdta_math::attention_from(gram_sum, squares_sum, temperature, g);
+  // Pass 2: per chunk, v convolved into a scratch (count, d), then A V.
+  return apply_attention(q, fw, g, [&](int64_t b, int64_t h, int64_t p0, int64_t count) {
+    at::Tensor scratch = at::empty({count, g.d}, q.options());
+    convolve_block(ov, f, 2 * g.C, H, W, g.d, b, h, p0, count, scratch.mutable_data_ptr<scalar_t>());
+    return scratch.t();
+  });
+}
+
+Outputs mdta(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,
+             int64_t heads, const c10::optional<at::Tensor>& dw_weight, const c10::optional<at::Tensor>& dw_bias) {
+  constexpr const char* op = "pyairir::mdta";
+  const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, op);
+  check_depthwise_filter(dw_weight, dw_bias, 3 * g.C, q, "q", op, "per channel of q, k and v, in that order");
+  if (!dw_weight.has_value()) return unfused(q, k, v, temperature, g);
+  if (!(pixel_major(q) && pixel_major(k) && pixel_major(v)))
+    return unfused(mdta_math::convolved(q, 0, *dw_weight, dw_bias), mdta_math::convolved(k, 1, *dw_weight, dw_bias),
+                   mdta_math::convolved(v, 2, *dw_weight, dw_bias), temperature, g);
+  return AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "mdta_fused", [&] {
+    return fused<scalar_t>(q, k, v, temperature, *dw_weight, dw_bias, g);
+  });
 }
 
 // dV = A^T dO and dA = dO V^T stream over the pixels; the rest is mdta_math::backward_coefficients.

@@ -12,13 +12,15 @@ from __future__ import annotations
 import torch
 
 from pyairir import reference
-from pyairir._validation import check_heads, check_image
+from pyairir.reference.mdta import convolved
+from pyairir._validation import check_depthwise_filter, check_heads, check_image
 from pyairir.ops import backend, layout, registration
 
 OP = "pyairir::mdta"
 
 
-def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, heads: int) -> None:
+def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, heads: int,
+                 dw_weight: torch.Tensor | None = None, dw_bias: torch.Tensor | None = None) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_image(t, name, OP)
         if t.shape != q.shape or t.dtype != q.dtype or t.device != q.device:
@@ -28,26 +30,34 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature:
             raise ValueError(f"{OP}: {name} must be NCHW or channels_last, or a channel slice of such a tensor, "
                              f"got strides {t.stride()} for shape {tuple(t.shape)}")
     check_heads(heads, temperature, q, OP)
+    check_depthwise_filter(dw_weight, dw_bias, 3 * q.shape[1], OP, q, "q", "per channel of q, k and v, in that order")
 
 
-def mdta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, heads: int) -> torch.Tensor:
+def mdta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, heads: int,
+         dw_weight: torch.Tensor | None = None, dw_bias: torch.Tensor | None = None) -> torch.Tensor:
     """Transposed attention of q, k, v (B, C, H, W) with `heads` heads -> (B, C, H, W).
 
     Per head (d = C / heads channels, N = H * W pixels): softmax((q̂ k̂^T) * temperature[h]) v,
     q̂ and k̂ L2-normalised over the pixels (Restormer Eq. 2). q, k, v: NCHW or channels_last, or
     channel slices of such a tensor (e.g. qkv.chunk(3, dim=1)); the output is dense in q's layout.
-    temperature: `heads` values (the official parameter is (heads, 1, 1)). Differentiable in
-    q, k, v and temperature.
+    temperature: `heads` values (the official parameter is (heads, 1, 1)). With dw_weight
+    (3C, 1, 3, 3) and dw_bias (3C,), q, k and v are first convolved with their thirds of that 3x3
+    depthwise filter, padding 1 (MDTA's qkv_dwconv, which the CPU kernel fuses: the convolved
+    q, k, v are never written whole). Differentiable in q, k, v, temperature, dw_weight, dw_bias.
     """
-    check_inputs(q, k, v, temperature, heads)
+    check_inputs(q, k, v, temperature, heads, dw_weight, dw_bias)
     implementation = backend.implementation(q)
     if implementation == "reference":
-        return reference.mdta(q, k, v, temperature, heads)
-    return registration.run("mdta", implementation, reference.mdta, q, k, v, temperature, heads)[0]
+        return reference.mdta(q, k, v, temperature, heads, dw_weight, dw_bias)
+    if dw_weight is not None:
+        dw_weight = dw_weight.contiguous()
+        dw_bias = dw_bias.contiguous() if dw_bias is not None else None
+    return registration.run("mdta", implementation, reference.mdta, q, k, v, temperature, heads, dw_weight,
+                            dw_bias)[0]
 
 
-def _fake(q, k, v, temperature, heads):
-    check_inputs(q, k, v, temperature, heads)
+def _fake(q, k, v, temperature, heads, dw_weight=None, dw_bias=None):
+    check_inputs(q, k, v, temperature, heads, dw_weight, dw_bias)
     b, c = q.shape[:2]
     d = c // heads
     accumulate = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -64,23 +74,40 @@ def _fake_backward(grad_out, q, k, v, temperature, cosine, q_norm, k_norm, heads
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, temperature, heads = inputs
+    q, k, v, temperature, heads, dw_weight, dw_bias = inputs
     out, cosine, q_norm, k_norm = output
     ctx.mark_non_differentiable(cosine, q_norm, k_norm)
-    ctx.save_for_backward(q, k, v, temperature, cosine, q_norm, k_norm)
+    ctx.save_for_backward(q, k, v, temperature, cosine, q_norm, k_norm, dw_weight, dw_bias)
     ctx.heads = heads
 
 
 def _make_backward(backward_op):
     def backward(ctx, grad_out, *_):
-        q, k, v, temperature, cosine, q_norm, k_norm = ctx.saved_tensors
+        q, k, v, temperature, cosine, q_norm, k_norm, dw_weight, dw_bias = ctx.saved_tensors
+        inputs = (q, k, v)
+        if dw_weight is not None:  # the backward op wants the convolved operands: convolve them again
+            q, k, v = convolved(q, k, v, dw_weight, dw_bias)
         memory_format = layout.pixel_major_format(q)
         grad_out = grad_out.contiguous(memory_format=memory_format)
-        grad_q, grad_k, grad_v, grad_t = backward_op(grad_out, q, k, v, temperature, cosine, q_norm, k_norm,
-                                                     ctx.heads)
-        return grad_q, grad_k, grad_v, grad_t, None
+        grads = backward_op(grad_out, q, k, v, temperature, cosine, q_norm, k_norm, ctx.heads)
+        if dw_weight is None:
+            return *grads, None, None, None
+        grad_q, grad_k, grad_v, grad_weight, grad_bias = _through_filter(grads[:3], inputs, dw_weight,
+                                                                         dw_bias is not None)
+        return grad_q, grad_k, grad_v, grads[3], None, grad_weight, grad_bias
 
     return backward
+
+
+def _through_filter(grads, inputs, dw_weight, with_bias):
+    """(grad q, k, v before the depthwise filter, grad dw_weight (3C, 1, 3, 3), grad dw_bias (3C,) or None)
+    from the gradients w.r.t. q, k, v after it."""
+    c = inputs[0].shape[1]
+    parts = [torch.ops.aten.convolution_backward(grad, x, w, [c] if with_bias else None, [1, 1], [1, 1], [1, 1],
+                                                 False, [0, 0], c, [True, True, with_bias])
+             for grad, x, w in zip(grads, inputs, dw_weight.split(c))]
+    grad_bias = torch.cat([p[2] for p in parts]) if with_bias else None
+    return parts[0][0], parts[1][0], parts[2][0], torch.cat([p[1] for p in parts]), grad_bias
 
 
 registration.register("mdta", fake=_fake, fake_backward=_fake_backward, setup_context=_setup_context,

@@ -156,8 +156,121 @@ def test_deterministic_across_thread_counts():
     assert_same_for_any_thread_count(lambda: run(first(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q)))
 
 
+# ---------------------------------------------------------------- the fused depthwise filter
+# ((1, 48, 47, 53), 1): 2491 pixels, two chunks of the CPU kernel, the second starting mid-row.
+FILTERED = [c for c in CASES if c[0].shape[1] in (96, 704)] + [
+    (*make((1, 48, 47, 53), layout, torch.Generator().manual_seed(2)), torch.full((1, 1, 1), 1.3, dtype=torch.float64), 1, layout)
+    for layout in ("slice_of_channels_last", "channels_last")]
+
+
+def depthwise_filter(q, bias=True, seed=3):
+    """A 3x3 depthwise filter (3C, 1, 3, 3) and bias (3C,) for q, k, v (float64)."""
+    generator = torch.Generator().manual_seed(seed)
+    c = q.shape[1]
+    weight = torch.randn((3 * c, 1, 3, 3), generator=generator, dtype=torch.float64) / 3
+    return weight, torch.randn(3 * c, generator=generator, dtype=torch.float64) if bias else None
+
+
+def filtered(op):
+    """op(q, k, v, t, heads, dw_weight, dw_bias)'s output as a function of the tensors first."""
+    return lambda q, k, v, t, w, b, heads: op(q, k, v, t, heads, w, b)[0] if op is not reference.mdta else \
+        op(q, k, v, t, heads, w, b)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", FILTERED, ids=[case_id(c) for c in FILTERED])
+def test_cpu_kernel_with_filter_matches_reference(case, dtype, bias):
+    """q, k, v convolved by the op (fused into its passes for channels_last operands, whole first
+    for NCHW ones) against the reference, output and gradients w.r.t. every tensor."""
+    q, k, v, temperature, heads, layout = case
+    tensors = [exact_copy(t, dtype) for t in (q, k, v, temperature, *depthwise_filter(q, bias))]
+    got = run(filtered(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q))
+    expected = run(filtered(reference.mdta), [t if t is None else t.double() for t in tensors], (heads,),
+                   grad_for(q))
+    assert_all_close(got, expected, *TOLERANCES[dtype])
+    assert got[0].is_contiguous(memory_format=torch.channels_last if layout.endswith("channels_last")
+                                else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("case", FILTERED[1::3], ids=[case_id(c) for c in FILTERED[1::3]])
+def test_cpu_kernel_with_filter_low_precision(case):
+    q, k, v, temperature, heads, _ = case
+    assert_low_precision_rule(filtered(torch.ops.pyairir.mdta), filtered(reference.mdta),
+                              [q, k, v, temperature, *depthwise_filter(q)], (heads,), grad_for(q))
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e30])
+def test_huge_rows_with_filter_in_float32(scale):
+    """Rows of the convolved q and k that overflow float32: the fused path falls back to
+    rescaling the whole convolved operands, and must agree with the reference."""
+    q, k, v, temperature, heads, _ = FILTERED[-2]
+    q, k = q.clone(), k.clone()
+    q[:, :3] *= scale
+    k[:, -2:] *= scale
+    tensors = [exact_copy(t, torch.float32) for t in (q, k, v, temperature, *depthwise_filter(q))]
+    got = run(filtered(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q))
+    expected = run(filtered(reference.mdta), [t.double() for t in tensors], (heads,), grad_for(q))
+    assert_rows_close(got[:4], expected[:4], 2e-5, row_dims=(2, 3))
+
+
+def test_filter_deterministic_across_thread_counts():
+    """The output and the gradients w.r.t. q, k, v and temperature. Not the filter's gradients:
+    the backward takes them from ATen's depthwise convolution backward, whose sums over the
+    pixels are split by thread (as for the unfused nn.Conv2d)."""
+    q, k, v, temperature, heads, _ = FILTERED[-2]  # two chunks, fused
+    tensors = [exact_copy(t, torch.float32) for t in (q, k, v, temperature, *depthwise_filter(q))]
+    assert_same_for_any_thread_count(
+        lambda: run(filtered(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q))[:5])
+
+
+TINY_FILTERED = [(*make((1, 8, 3, 4), "slice_of_channels_last", torch.Generator().manual_seed(4)),
+                  torch.full((2, 1, 1), 0.7, dtype=torch.float64), 2, "slice_of_channels_last"), TINY[1]]
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("case", TINY_FILTERED, ids=[case_id(c) for c in TINY_FILTERED])
+def test_gradcheck_with_filter(case, bias):
+    q, k, v, temperature, heads, _ = case
+    inputs = tuple(exact_copy(t, requires_grad=True) for t in (q, k, v, temperature, *depthwise_filter(q, bias))
+                   if t is not None)
+    assert torch.autograd.gradcheck(lambda q, k, v, t, w, *b: mdta(q, k, v, t, heads, w, *b), inputs)
+
+
+@pytest.mark.parametrize("op", ["mdta", "mdta_triton"])
+@pytest.mark.parametrize("case", TINY_FILTERED, ids=[case_id(c) for c in TINY_FILTERED])
+def test_opcheck_with_filter(op, case):
+    q, k, v, temperature, heads, _ = case
+    weight, bias = depthwise_filter(q)
+    args = tuple(exact_copy(t, requires_grad=True) for t in (q, k, v, temperature)) + (heads,)
+    torch.library.opcheck(getattr(torch.ops.pyairir, op), args + (exact_copy(weight, requires_grad=True),
+                                                                  exact_copy(bias, requires_grad=True)))
+
+
+@pytest.mark.parametrize("case", TINY_FILTERED, ids=[case_id(c) for c in TINY_FILTERED])
+def test_triton_kernel_with_filter_matches_reference(case):
+    q, k, v, temperature, heads, _ = case
+    tensors = [q, k, v, temperature, *depthwise_filter(q)]
+    got = run(filtered(torch.ops.pyairir.mdta_triton), tensors, (heads,), grad_for(q))
+    expected = run(filtered(reference.mdta), tensors, (heads,), grad_for(q))
+    assert_all_close(got, expected, *TOLERANCES[torch.float64])
+
+
 Q = torch.randn(1, 8, 3, 3)
 T2 = torch.ones(2, 1, 1)
+W24 = torch.randn(24, 1, 3, 3)
+
+
+@pytest.mark.parametrize("entry", [mdta, torch.ops.pyairir.mdta], ids=["python", "torch.ops"])
+@pytest.mark.parametrize("weight, bias, message", [
+    (torch.randn(8, 1, 3, 3), None, r"dw_weight must have shape \(?\[?24, 1, 3, 3"),
+    (W24.double(), None, "dw_weight must have the dtype"),
+    (None, torch.zeros(24), "dw_bias given without dw_weight"),
+    (W24, torch.zeros(8), r"dw_bias must have shape \(?\[?24"),
+])
+def test_bad_filter_is_a_clear_error(entry, weight, bias, message):
+    with pytest.raises((ValueError, RuntimeError), match=message):
+        entry(Q, Q, Q, T2, 2, weight, bias)
 
 
 @pytest.mark.parametrize("entry", [mdta, torch.ops.pyairir.mdta], ids=["python", "torch.ops"])

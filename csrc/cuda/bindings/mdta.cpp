@@ -4,6 +4,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "../../checks.h"
 #include "../../mdta_math.h"
 #include "../mdta.h"
 #include "common.h"
@@ -47,12 +48,20 @@ at::Tensor apply(const at::Tensor& m, const at::Tensor& x, const Geometry& g, co
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor& q, const at::Tensor& k,
-                                                                const at::Tensor& v, const at::Tensor& temperature,
-                                                                int64_t heads) {
+// With a depthwise filter, q, k and v are convolved whole first (cuDNN), then attended.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor& q_in, const at::Tensor& k_in,
+                                                                const at::Tensor& v_in, const at::Tensor& temperature,
+                                                                int64_t heads,
+                                                                const c10::optional<at::Tensor>& dw_weight,
+                                                                const c10::optional<at::Tensor>& dw_bias) {
   constexpr const char* op = "pyairir::mdta";
-  const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, op);
-  const c10::cuda::CUDAGuard guard(q.device());
+  const Geometry g = mdta_math::check_arguments(q_in, k_in, v_in, temperature, heads, op);
+  check_depthwise_filter(dw_weight, dw_bias, 3 * g.C, q_in, "q", op, "per channel of q, k and v, in that order");
+  const c10::cuda::CUDAGuard guard(q_in.device());
+  const bool conv = dw_weight.has_value();
+  const at::Tensor q = conv ? mdta_math::convolved(q_in, 0, *dw_weight, dw_bias) : q_in;
+  const at::Tensor k = conv ? mdta_math::convolved(k_in, 1, *dw_weight, dw_bias) : k_in;
+  const at::Tensor v = conv ? mdta_math::convolved(v_in, 2, *dw_weight, dw_bias) : v_in;
   const mdta_math::Forward f = mdta_math::forward_rescaled(
       q, k, temperature, g, [&](const at::Tensor& a, const at::Tensor& b) { return gram(a, b, g, true, op); });
   return {apply(f.attention, v, g, q, at::Tensor(), at::Tensor(), op), f.cosine, f.q_norm, f.k_norm};

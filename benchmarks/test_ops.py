@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from pyairir import ops, reference
+from pyairir import ops, reference, runtime
 from tests import official_like
 
 SIZE = 256
@@ -43,6 +44,24 @@ def test_mdta_forward(measure, variant):
     attend = reference.mdta if variant == "eager" else ops.mdta
     with torch.no_grad():
         measure("mdta forward", variant, lambda: attend(q, k, v, t, 1), rounds=10)
+
+
+@pytest.mark.parametrize("variant", ["eager", "depthwise conv + op", "op with the conv fused"])
+def test_mdta_depthwise_forward(measure, variant):
+    """MDTA's qkv_dwconv and attention, channels_last: the eager pair, oneDNN's depthwise conv then
+    the op, and the op convolving chunk by chunk as it streams (what a fast MDTA runs at inference)."""
+    x = qkv(channels_last=True)
+    generator = torch.Generator().manual_seed(1)
+    weight, bias, t = torch.randn(3 * 96, 1, 3, 3, generator=generator), torch.randn(3 * 96), torch.ones(1, 1, 1)
+
+    def convolved():
+        return F.conv2d(x, weight, bias, padding=1, groups=3 * 96).chunk(3, dim=1)
+
+    fns = {"eager": lambda: reference.mdta(*convolved(), t, 1),
+           "depthwise conv + op": lambda: ops.mdta(*convolved(), t, 1),
+           "op with the conv fused": lambda: ops.mdta(*x.chunk(3, dim=1), t, 1, weight, bias)}
+    with torch.no_grad(), runtime.cached_memory():
+        measure("mdta depthwise forward", variant, fns[variant], rounds=10)
 
 
 @pytest.mark.parametrize("variant", ["eager", "op NCHW", "op channels_last"])

@@ -33,18 +33,25 @@ class MDTA(nn.Module):
 
     def forward(self, x: torch.Tensor, norm: nn.Module | None = None) -> torch.Tensor:
         """x (B, C, H, W) -> (B, C, H, W); attends to norm(x) if a per-pixel `norm` is given
-        (TransformerBlock passes its norm1). fast=True without autograd projects large images in
-        bands of rows (pyairir.nn.banded), the norm included: neither the normalised image nor
-        its 3C-channel projection exists whole."""
+        (TransformerBlock passes its norm1). fast=True without autograd hands qkv_dwconv to the
+        mdta op, which fuses it into its passes over the pixels (the convolved q, k, v are never
+        written whole), and projects large images in bands of rows (pyairir.nn.banded), the norm
+        included: neither the normalised image nor its 3C-channel projection exists whole. With
+        autograd the convolution stays apart: the fused op's backward would convolve again."""
+        fuse = self.fast and not torch.is_grad_enabled()
 
         def project(t: torch.Tensor) -> torch.Tensor:
-            return self.qkv_dwconv(self.qkv(t if norm is None else norm(t)))
+            qkv = self.qkv(t if norm is None else norm(t))
+            return qkv if fuse else self.qkv_dwconv(qkv)
 
         with inference_memory(self.fast):  # also when accelerate() puts MDTA in an official block
-            qkv = in_bands(project, x) if wants_bands(self.fast, x) else project(x)
+            qkv = in_bands(project, x, context=0 if fuse else 1) if wants_bands(self.fast, x) else project(x)
             q, k, v = qkv.chunk(3, dim=1)
             del qkv  # q, k, v are views: their memory goes as soon as the attention is done
-            if self.fast:
+            if fuse:
+                x = ops.mdta(q, k, v, like(self.temperature, q), self.num_heads, like(self.qkv_dwconv.weight, q),
+                             like(self.qkv_dwconv.bias, q))
+            elif self.fast:
                 x = ops.mdta(q, k, v, like(self.temperature, q), self.num_heads)
             else:
                 x = reference.mdta(q, k, v, self.temperature, self.num_heads)

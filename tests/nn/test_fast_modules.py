@@ -51,6 +51,20 @@ def test_fast_equals_eager(name, channels_last, batch):
                                    msg=key)
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_fast_inference_equals_eager(name, channels_last):
+    """Without autograd the fast modules take other paths (MDTA hands qkv_dwconv to the mdta op,
+    which fuses it for channels_last operands): the same values."""
+    eager, fast = build(name), set_fast(build(name), channels_last=channels_last)
+    x = torch.randn(2, MODULES[name][1], 7, 9, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ye, yf = eager(x), fast(x)
+    torch.testing.assert_close(yf, ye, atol=1e-9 * ye.abs().max().item(), rtol=1e-9)
+
+
 def test_set_fast_keeps_parameters_and_flips_back():
     module = build("transformer_block")
     parameters = [id(p) for p in module.parameters()]

@@ -76,3 +76,24 @@ def test_cross_attention_needs_one_shape():
         attention(torch.rand(1, 8, 4, 4), torch.rand(1, 8, 4, 5))
     with pytest.raises(ValueError, match=r"dim \(8\) must be divisible by num_head \(3\)"):
         Chanel_Cross_Attention(8, 3, bias=False)
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_fast_cross_attention_equals_eager(channels_last, bias):
+    """fast=True, with autograd (depthwise convs apart) and without (both filters handed to the
+    mdta op as one), against the eager module, float64."""
+    torch.manual_seed(0)
+    eager = Chanel_Cross_Attention(16, 2, bias=bias).double()
+    fast = Chanel_Cross_Attention(16, 2, bias=bias, fast=True).double()
+    with torch.no_grad():
+        for p in eager.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    fast.load_state_dict(eager.state_dict())
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x, y = (torch.randn(2, 16, 7, 9, dtype=torch.float64).contiguous(memory_format=memory_format) for _ in range(2))
+    expected = eager(x, y)
+    torch.testing.assert_close(fast(x, y), expected, atol=1e-12, rtol=1e-9)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x, y), expected, atol=1e-12, rtol=1e-9)
+

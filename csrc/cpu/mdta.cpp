@@ -14,12 +14,14 @@
 // qkv.chunk(3) gives): a pixel axis H * W and either unit channel stride
 // (pixel-major) or unit pixel stride (channel-major).
 //
-// With a depthwise filter (MDTA's qkv_dwconv) and pixel-major operands, each task
-// convolves its chunk of q and k (pass 1) or v (pass 2) for its head into a
-// (chunk x d) scratch that the GEMMs read: the convolved q, k, v never exist
-// whole, which spares a write and a read of all three. Otherwise (channel-major
-// operands, or rows too large for the Gram matrix) the operands are convolved
-// whole first.
+// With a depthwise filter (MDTA's qkv_dwconv) and pixel-major float or double
+// operands, each task convolves its chunk of q and k (pass 1) or v (pass 2) for
+// its head into a (chunk x d) scratch that the GEMMs read: the convolved q, k, v
+// never exist whole, which spares a write and a read of all three. Otherwise the
+// operands are convolved whole first: channel-major ones; bf16 and fp16 (whose
+// conversions at every tap made the fused filter 1.4-2x slower than oneDNN's
+// depthwise convolution and the op apart, at 288x256x256 and 576x64x64); rows
+// too large for the Gram matrix.
 #include "vec.h"  // first: selects at::vec's instruction set
 
 #include <torch/library.h>
@@ -208,7 +210,8 @@ Outputs mdta(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, cons
   const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, op);
   check_depthwise_filter(dw_weight, dw_bias, 3 * g.C, q, "q", op, "per channel of q, k and v, in that order");
   if (!dw_weight.has_value()) return unfused(q, k, v, temperature, g);
-  if (!(pixel_major(q) && pixel_major(k) && pixel_major(v)))
+  const bool reduced = q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf;
+  if (reduced || !(pixel_major(q) && pixel_major(k) && pixel_major(v)))
     return unfused(mdta_math::convolved(q, 0, *dw_weight, dw_bias), mdta_math::convolved(k, 1, *dw_weight, dw_bias),
                    mdta_math::convolved(v, 2, *dw_weight, dw_bias), temperature, g);
   return AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "mdta_fused", [&] {

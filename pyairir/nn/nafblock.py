@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyairir import ops
+from pyairir.nn import prepacked
 from pyairir.nn.fast import inference_memory, like
 from pyairir.nn.layer_norm import LayerNorm2d
 
@@ -55,9 +56,10 @@ class NAFBlock(nn.Module):
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         """(B, c, H, W) -> (B, c, H, W). fast=True fuses conv2 and the first SimpleGate in one op and folds
         the per-channel scales (beta, gamma, and for one image the global SCA) into the 1x1 convolutions'
-        weights, sparing three passes over the activations."""
+        weights, sparing three passes over the activations; at inference the weights of conv1, conv4
+        and conv5 are reordered for oneDNN once, not at every call (pyairir.nn.prepacked)."""
         with inference_memory(self.fast):
-            x = self.conv1(self.norm1(inp))
+            x = prepacked.conv1x1(self.conv1, self.norm1(inp)) if self.fast else self.conv1(self.norm1(inp))
             if not self.fast:
                 x = self.sg(self.conv2(x))
                 x = self.dropout1(self.conv3(x * self.sca(x)))
@@ -66,8 +68,8 @@ class NAFBlock(nn.Module):
                 return y + x * self.gamma
             x = ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
             y = inp + self.dropout1(scaled_conv1x1(self.conv3, x, self.beta, self.sca(x)))
-            x = self.sg(self.conv4(self.norm2(y)))
-            return y + self.dropout2(scaled_conv1x1(self.conv5, x, self.gamma))
+            x = self.sg(prepacked.conv1x1(self.conv4, self.norm2(y)))
+            return y + self.dropout2(prepacked.conv1x1(self.conv5, x, self.gamma))
 
 
 def scaled_conv1x1(conv: nn.Conv2d, x: torch.Tensor, out_scale: torch.Tensor,

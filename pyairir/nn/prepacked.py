@@ -1,0 +1,68 @@
+"""1x1 convolutions whose weights oneDNN reorders once, not at every call, for inference.
+
+F.conv2d on a channels_last float32 tensor runs oneDNN, which first reorders the plain
+(cout, cin, 1, 1) weight into its blocked layout, at every call. Where the GEMM is small (NAFNet's
+deep levels: 512 channels at 16x16 pixels for a 256x256 image) that reorder of a cold weight costs
+about as much as the product itself. Here the reordered weight is kept per module, keyed on what
+it was made from (the storage and version counter of the weight, bias and scale, and the input's
+shape), and made again when any of it changes: an optimizer step, load_state_dict, an in-place
+update under no_grad or `.to()` invalidates it (writes through `.data`, which skip the version
+counter, do not). The copies live in a weak dictionary, so they go with their module and are
+never saved; they hold one more copy of those weights while the module lives.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# conv -> (key, reordered weight, bias times the scale)
+_PACKED: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+
+
+def available() -> bool:
+    """Whether this torch has oneDNN and the convolution ops that take a reordered weight."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+            and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"))
+
+
+def conv1x1(conv: nn.Conv2d, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """out_scale * conv(x) for a 1x1 convolution `conv` (cout, cin) with stride 1 and no padding,
+    x (B, cin, H, W), out_scale (1, cout, 1, 1) or None -> (B, cout, H, W).
+
+    Prepacked (see the module's docstring) for x float32 channels_last on CPU with autograd off
+    and outside torch.compile; otherwise conv(x), or F.conv2d with the scale folded into the weight
+    and bias.
+    """
+    if not _packable(x, conv):
+        if out_scale is None:
+            return conv(x)
+        return F.conv2d(x, *_scaled(conv, out_scale))
+    sources = [t for t in (conv.weight, conv.bias, out_scale) if t is not None]
+    key = (tuple(x.shape), *((t.data_ptr(), t._version) for t in sources))
+    cached = _PACKED.get(conv)
+    if cached is None or cached[0] != key:
+        weight, bias = _scaled(conv, out_scale)
+        packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), [0, 0], [1, 1], [1, 1],
+                                                           1, list(x.shape))
+        cached = (key, packed, bias)
+        _PACKED[conv] = cached
+    _, packed, bias = cached
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, [0, 0], [1, 1], [1, 1], 1, "none", [None], "")
+
+
+def _scaled(conv: nn.Conv2d, out_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """conv's weight and bias, times out_scale per output channel if given."""
+    if out_scale is None:
+        return conv.weight, conv.bias
+    bias = None if conv.bias is None else out_scale.reshape(-1) * conv.bias
+    return out_scale.reshape(-1, 1, 1, 1) * conv.weight, bias
+
+
+def _packable(x: torch.Tensor, conv: nn.Conv2d) -> bool:
+    return (not torch.is_grad_enabled() and not torch.compiler.is_compiling() and x.device.type == "cpu"
+            and x.dtype == torch.float32 and conv.weight.dtype == torch.float32 and x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 and available())

@@ -1,0 +1,91 @@
+"""pyairir.nn.prepacked: a 1x1 convolution with its weight reordered once for oneDNN equals
+F.conv2d, follows every change of its weight, bias, scale and input shape, and stays out of the
+way of autograd and of layouts oneDNN does not take."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pyairir.nn import NAFBlock, prepacked, set_fast
+
+pytestmark = pytest.mark.skipif(not prepacked.available(), reason="this torch has no oneDNN")
+
+
+def conv_and_input(cin=32, cout=48, bias=True, shape=(2, 9, 7), seed=0):
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(cin, cout, 1, bias=bias)
+    x = torch.randn(shape[0], cin, *shape[1:]).contiguous(memory_format=torch.channels_last)
+    return conv, x
+
+
+def expected(conv, x, scale=None):
+    weight, bias = conv.weight, conv.bias
+    if scale is not None:
+        weight = scale.reshape(-1, 1, 1, 1) * weight
+        bias = None if bias is None else scale.reshape(-1) * bias
+    return F.conv2d(x, weight, bias)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("scaled", [False, True], ids=["plain", "scaled"])
+def test_equals_conv2d_and_is_made_once(bias, scaled):
+    conv, x = conv_and_input(bias=bias)
+    scale = torch.randn(1, 48, 1, 1) if scaled else None
+    with torch.no_grad():
+        out = prepacked.conv1x1(conv, x, scale)
+        packed = prepacked._PACKED[conv][1]
+        again = prepacked.conv1x1(conv, x, scale)
+        torch.testing.assert_close(out, expected(conv, x, scale), rtol=1e-6, atol=1e-6)
+    assert torch.equal(again, out) and prepacked._PACKED[conv][1] is packed
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("change", ["weight in place", "bias in place", "scale in place", "load_state_dict",
+                                    "input shape"])
+def test_follows_every_change(change):
+    """What the reordered weight was made from changes: the next call uses the new values."""
+    conv, x = conv_and_input()
+    scale = torch.randn(1, 48, 1, 1)
+    with torch.no_grad():
+        prepacked.conv1x1(conv, x, scale)
+        if change == "weight in place":
+            conv.weight.mul_(-2)
+        elif change == "bias in place":
+            conv.bias.add_(1)
+        elif change == "scale in place":
+            scale.mul_(3)
+        elif change == "load_state_dict":
+            conv.load_state_dict(nn.Conv2d(32, 48, 1).state_dict())
+        else:
+            x = torch.randn(1, 32, 5, 11).contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(prepacked.conv1x1(conv, x, scale), expected(conv, x, scale), rtol=1e-6, atol=1e-6)
+
+
+def test_autograd_and_nchw_take_the_plain_convolution():
+    conv, x = conv_and_input()
+    scale = torch.randn(1, 48, 1, 1, requires_grad=True)
+    out = prepacked.conv1x1(conv, x, scale)
+    out.sum().backward()
+    assert conv.weight.grad is not None and scale.grad is not None
+    with torch.no_grad():
+        nchw = x.contiguous()
+        torch.testing.assert_close(prepacked.conv1x1(conv, nchw), conv(nchw))
+    assert conv not in prepacked._PACKED
+
+
+def test_nafblock_inference_float32_channels_last():
+    """NAFBlock's fast inference path (conv1, conv4, conv5 prepacked) against the eager block."""
+    torch.manual_seed(0)
+    eager = NAFBlock(16)
+    with torch.no_grad():
+        for p in eager.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    fast = set_fast(NAFBlock(16))
+    fast.load_state_dict(eager.state_dict())
+    x = torch.randn(1, 16, 9, 7).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), eager(x), rtol=1e-5, atol=1e-5)
+    assert {fast.conv1, fast.conv4, fast.conv5} <= set(prepacked._PACKED)

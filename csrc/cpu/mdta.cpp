@@ -146,6 +146,13 @@ Outputs unfused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, c
 }
 
 // ---------------------------------------------------------------- fused depthwise filter
+// q, k and v convolved whole first, then attended.
+Outputs convolved_first(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,
+                        const at::Tensor& dw_weight, const c10::optional<at::Tensor>& dw_bias, const Geometry& g) {
+  return unfused(mdta_math::convolved(q, 0, dw_weight, dw_bias), mdta_math::convolved(k, 1, dw_weight, dw_bias),
+                 mdta_math::convolved(v, 2, dw_weight, dw_bias), temperature, g);
+}
+
 bool pixel_major(const at::Tensor& t) { return t.stride(1) == 1 && t.stride(3) >= t.size(1); }
 
 // Head h's d channels of image b of pixel-major x convolved with filter channels fc + h * d ..,
@@ -193,8 +200,7 @@ Outputs fused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, con
   });
   const at::Tensor gram_sum = sum_chunks(gram), squares_sum = sum_chunks(squares);
   if (!mdta_math::all_finite(gram_sum, squares_sum))  // rows too large: rescaled, on the whole convolved operands
-    return unfused(mdta_math::convolved(q, 0, dw_weight, dw_bias), mdta_math::convolved(k, 1, dw_weight, dw_bias),
-                   mdta_math::convolved(v, 2, dw_weight, dw_bias), temperature, g);
+    return convolved_first(q, k, v, temperature, dw_weight, dw_bias, g);
   const mdta_math::Forward fw = mdta_math::attention_from(gram_sum, squares_sum, temperature, g);
   // Pass 2: per chunk, v convolved into a scratch (count, d), then A V.
   return apply_attention(q, fw, g, [&](int64_t b, int64_t h, int64_t p0, int64_t count) {
@@ -212,9 +218,8 @@ Outputs mdta(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, cons
   if (!dw_weight.has_value()) return unfused(q, k, v, temperature, g);
   const bool reduced = q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf;
   if (reduced || !(pixel_major(q) && pixel_major(k) && pixel_major(v)))
-    return unfused(mdta_math::convolved(q, 0, *dw_weight, dw_bias), mdta_math::convolved(k, 1, *dw_weight, dw_bias),
-                   mdta_math::convolved(v, 2, *dw_weight, dw_bias), temperature, g);
-  return AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "mdta_fused", [&] {
+    return convolved_first(q, k, v, temperature, *dw_weight, dw_bias, g);
+  return AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "mdta_fused", [&] {
     return fused<scalar_t>(q, k, v, temperature, *dw_weight, dw_bias, g);
   });
 }

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 
 from pyairir import reference
-from pyairir.reference.mdta import convolved
 from pyairir._validation import check_depthwise_filter, check_heads, check_image
 from pyairir.ops import backend, layout, registration
+from pyairir.reference.mdta import convolved
 
 OP = "pyairir::mdta"
 

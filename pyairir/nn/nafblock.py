@@ -67,9 +67,23 @@ class NAFBlock(nn.Module):
                 x = self.dropout2(self.conv5(self.sg(self.conv4(self.norm2(y)))))
                 return y + x * self.gamma
             x = ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
-            y = inp + self.dropout1(scaled_conv1x1(self.conv3, x, self.beta, self.sca(x)))
+            y = inp + self.dropout1(self.attended(x))
             x = self.sg(prepacked.conv1x1(self.conv4, self.norm2(y)))
             return y + self.dropout2(prepacked.conv1x1(self.conv5, x, self.gamma))
+
+    def attended(self, x: torch.Tensor) -> torch.Tensor:
+        """beta * conv3(SCA(x)) for the fast path, x (B, d/2, H, W). The global pool's 1x1 conv on one
+        value per channel is a matrix-vector product (F.linear; as a convolution it took ATen's slow
+        path). Where the image has fewer pixels than conv3 has outputs, scaling x by SCA costs less
+        than scaling (and reordering) the weight, which then stays prepacked."""
+        pool, conv = self.sca
+        if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
+            scale = F.linear(x.mean((2, 3)), conv.weight.flatten(1), conv.bias)[..., None, None]
+        else:
+            scale = self.sca(x)
+        if x.shape[-2] * x.shape[-1] < self.conv3.out_channels:
+            return prepacked.conv1x1(self.conv3, x * scale, self.beta)
+        return scaled_conv1x1(self.conv3, x, self.beta, scale)
 
 
 def scaled_conv1x1(conv: nn.Conv2d, x: torch.Tensor, out_scale: torch.Tensor,

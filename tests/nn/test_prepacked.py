@@ -76,16 +76,23 @@ def test_autograd_and_nchw_take_the_plain_convolution():
     assert conv not in prepacked._PACKED
 
 
-def test_nafblock_inference_float32_channels_last():
-    """NAFBlock's fast inference path (conv1, conv4, conv5 prepacked) against the eager block."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [(9, 7), (3, 4)], ids=["63px", "12px"])  # 12 pixels < 16 outputs: SCA scales x
+def test_nafblock_inference(size, dtype):
+    """NAFBlock's fast inference path (conv1, conv4, conv5 and, on images of fewer pixels than
+    channels, conv3 prepacked in float32; SCA's pool as a matrix-vector product) against the eager
+    block, for two images."""
     torch.manual_seed(0)
-    eager = NAFBlock(16)
+    eager = NAFBlock(16).to(dtype)
     with torch.no_grad():
         for p in eager.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    fast = set_fast(NAFBlock(16))
+    fast = set_fast(NAFBlock(16).to(dtype))
     fast.load_state_dict(eager.state_dict())
-    x = torch.randn(1, 16, 9, 7).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 16, *size, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
     with torch.no_grad():
-        torch.testing.assert_close(fast(x), eager(x), rtol=1e-5, atol=1e-5)
-    assert {fast.conv1, fast.conv4, fast.conv5} <= set(prepacked._PACKED)
+        torch.testing.assert_close(fast(x), eager(x), rtol=tolerance, atol=tolerance)
+    if dtype == torch.float32:
+        packed = {fast.conv1, fast.conv4, fast.conv5} | ({fast.conv3} if size == (3, 4) else set())
+        assert packed <= set(prepacked._PACKED)

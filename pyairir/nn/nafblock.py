@@ -56,8 +56,9 @@ class NAFBlock(nn.Module):
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         """(B, c, H, W) -> (B, c, H, W). fast=True fuses conv2 and the first SimpleGate in one op and folds
         the per-channel scales (beta, gamma, and for one image the global SCA) into the 1x1 convolutions'
-        weights, sparing three passes over the activations; at inference the weights of conv1, conv4
-        and conv5 are reordered for oneDNN once, not at every call (pyairir.nn.prepacked)."""
+        weights, sparing three passes over the activations; at inference the weights of conv1, conv4,
+        conv5 (and conv3, see `attended`) are reordered for oneDNN once, not at every call
+        (pyairir.nn.prepacked)."""
         with inference_memory(self.fast):
             x = prepacked.conv1x1(self.conv1, self.norm1(inp)) if self.fast else self.conv1(self.norm1(inp))
             if not self.fast:

@@ -40,12 +40,17 @@ def _heads_flops(q: torch.Tensor, heads: int, tokens_kv: int) -> int:
     return 2 * 2 * b * heads * d * tokens_kv * h * w
 
 
-def _mdta_flops(q, k, v, temperature, heads, dw_weight=None, *args, **kwargs) -> int:
-    """Two GEMMs per image and head: the d x d Gram over N pixels and the map applied to v; and a
-    fused depthwise filter as `conv 3x3 depthwise` counts (2 x 9 per value of q, k and v)."""
+def _mdta_flops(q, k, v, temperature, heads, dw_weight=None, dw_bias=None, project_weight=None, *args,
+                **kwargs) -> int:
+    """Two GEMMs per image and head: the d x d Gram over N pixels and the map applied to v; a fused
+    depthwise filter as `conv 3x3 depthwise` counts (2 x 9 per value of q, k and v) and a folded
+    projection as `conv 1x1` counts (2 x C per value of the output), though folded it takes the
+    place of the map's product rather than adding to it."""
     b, c, h, w = q.shape
     d = c // heads
-    return 2 * 2 * b * heads * d * d * h * w + (0 if dw_weight is None else 2 * 9 * 3 * q.numel())
+    flops = 2 * 2 * b * heads * d * d * h * w
+    flops += 0 if dw_weight is None else 2 * 9 * 3 * q.numel()
+    return flops + (0 if project_weight is None else 2 * c * q.numel())
 
 
 def _proxy_attention_flops(q, k, v, temperature, heads, *args, **kwargs) -> int:

@@ -95,6 +95,42 @@ inline at::Tensor convolved(const at::Tensor& x, int64_t part, const at::Tensor&
   return at::conv2d(x, dw_weight.narrow(0, part * C, C), bias, 1, 1, 1, C);
 }
 
+// MDTA's project_out folded into the op: weight (C, C, 1, 1) and bias (C,), or undefined.
+struct Projection {
+  at::Tensor weight, bias;
+};
+
+inline Projection projection_of(const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& bias,
+                                const at::Tensor& q, const char* op) {
+  const int64_t C = q.size(1);
+  if (!weight.has_value()) {
+    TORCH_CHECK(!bias.has_value(), op, ": project_bias given without project_weight");
+    return {};
+  }
+  const at::Tensor& w = *weight;
+  TORCH_CHECK(w.dim() == 4 && w.size(0) == C && w.size(1) == C && w.size(2) == 1 && w.size(3) == 1, op,
+              ": project_weight must have shape [", C, ", ", C, ", 1, 1] (a 1x1 convolution of q's channels), got ",
+              w.sizes());
+  TORCH_CHECK(w.scalar_type() == q.scalar_type() && w.device() == q.device(), op,
+              ": project_weight must have the dtype and device of q (", q.scalar_type(), ", ", q.device(), "), got ",
+              w.scalar_type(), ", ", w.device());
+  if (bias.has_value()) {
+    const at::Tensor& b = *bias;
+    TORCH_CHECK(b.dim() == 1 && b.size(0) == C, op, ": project_bias must have shape [", C, "], got ", b.sizes());
+    TORCH_CHECK(b.scalar_type() == q.scalar_type() && b.device() == q.device(), op,
+                ": project_bias must have the dtype and device of q (", q.scalar_type(), ", ", q.device(), "), got ",
+                b.scalar_type(), ", ", b.device());
+  }
+  return {w.reshape({C, C}), bias.has_value() ? *bias : at::Tensor()};
+}
+
+// Per image, P blockdiag(A_1 .. A_heads) (B, C, C) in the accumulation type: the projection P (C, C)
+// times the heads' attention maps (B * heads, d, d).
+inline at::Tensor projected_attention(const at::Tensor& weight, const at::Tensor& attention, const Geometry& g) {
+  const at::Tensor p = weight.to(attention.scalar_type()).reshape({g.C, g.heads, g.d});
+  return at::einsum("chd,bhde->bche", {p, attention.reshape({g.B, g.heads, g.d, g.d})}).reshape({g.B, g.C, g.C});
+}
+
 inline at::Tensor attention_of(const at::Tensor& cosine, const at::Tensor& temperature, const Geometry& g) {
   const at::Tensor t = temperature.to(cosine.scalar_type()).reshape({1, g.heads, 1, 1});
   return (cosine * t).softmax(-1).reshape({g.B * g.heads, g.d, g.d});

@@ -84,13 +84,16 @@ TORCH_LIBRARY(pyairir, m) {
   // and v are first each convolved with their third of that 3x3 depthwise filter
   // (padding 1), as MDTA's qkv_dwconv; that convolution is then part of the op
   // (the CPU kernel computes it chunk by chunk, never writing it whole), and the
-  // cosine and norms below are those of the convolved q and k. Returns (out
+  // cosine and norms below are those of the convolved q and k. With
+  // project_weight (C, C, 1, 1) and project_bias (C,) (MDTA's project_out), out is
+  // that 1x1 convolution of the attention's output, folded into the op: one C x C
+  // product per pixel, P blockdiag(A_h) v + bias. Returns (out
   // (B, C, H, W) in q's layout, and for the backward: the cosine matrix
   // (B, heads, d, d) and the norms of q and k (B, C), in float32, float64 for
   // float64 inputs).
   m.def(
       "mdta(Tensor q, Tensor k, Tensor v, Tensor temperature, int heads, Tensor? dw_weight=None,"
-      " Tensor? dw_bias=None)"
+      " Tensor? dw_bias=None, Tensor? project_weight=None, Tensor? project_bias=None)"
       " -> (Tensor out, Tensor cosine, Tensor q_norm, Tensor k_norm)");
   // Gradients w.r.t. (q, k, v, temperature), from the extra outputs of mdta; q, k, v
   // are the convolved ones when mdta had a depthwise filter (its autograd formula

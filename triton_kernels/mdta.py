@@ -139,11 +139,12 @@ def _downscale(x: torch.Tensor) -> torch.Tensor:
     return power_of_two_scale(x.abs().amax((2, 3), keepdim=True), x.dtype)
 
 
-def forward(q, k, v, temperature, heads, dw_weight=None, dw_bias=None):
+def forward(q, k, v, temperature, heads, dw_weight=None, dw_bias=None, project_weight=None, project_bias=None):
     """See pyairir.reference.mdta; returns (out, cosine, q_norm, k_norm) as the C++ op does. If
     the Gram matrix or the squared norms overflow, they come from rows scaled by powers of two.
-    With a depthwise filter, q, k and v are convolved whole first (torch's convolution), as the
-    CUDA binding does; the CPU kernel alone fuses it."""
+    With a depthwise filter, q, k and v are convolved whole first, and with a projection the output
+    is projected after (torch's convolutions), as the CUDA binding does; the CPU kernel alone fuses
+    them."""
     if dw_weight is not None:
         q, k, v = convolved(q, k, v, dw_weight, dw_bias)
     B, C = q.shape[:2]
@@ -157,6 +158,9 @@ def forward(q, k, v, temperature, heads, dw_weight=None, dw_bias=None):
     cosine = (gram / norms[:, 0, :, None] / norms[:, 1, None, :]).reshape(B, heads, d, d)
     attention = _attention(cosine, temperature, heads)
     out = _apply(attention, v, heads, _empty_like_layout(q))
+    if project_weight is not None:
+        projected = torch.nn.functional.conv2d(out, project_weight, project_bias)
+        out = _empty_like_layout(q).copy_(projected)
     q_norm, k_norm = norms[:, 0].reshape(B, C).clone(), norms[:, 1].reshape(B, C).clone()
     if scale_q is not None:
         q_norm = q_norm / scale_q.reshape(B, C).to(q_norm.dtype)

@@ -122,35 +122,52 @@ std::pair<at::Tensor, at::Tensor> gram_and_squares(const at::Tensor& q, const at
 
 using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;  // out, cosine, q_norm, k_norm
 
-// Pass 2: out = A V, chunk by chunk, into the output's head block (A in the operands' type); vb(b, h, p0,
-// count) gives the task's (d, count) block of V.
+// Pass 2: out = A V, chunk by chunk, into the output's head block (A in the operands' type); or, with a
+// projection (MDTA's project_out), out = P blockdiag(A_1 .. A_heads) V + bias, every head at once: one C x C
+// product per pixel instead of the heads' d x d ones and then the projection's. vb(b, h, d, p0, count) gives
+// the task's (d, count) block h of V.
 template <typename BlockOfV>
-Outputs apply_attention(const at::Tensor& q, const mdta_math::Forward& f, const Geometry& g, BlockOfV&& vb) {
-  const at::Tensor weights = f.attention.to(q.scalar_type());
+Outputs apply_attention(const at::Tensor& q, const mdta_math::Forward& f, const Geometry& g,
+                        const mdta_math::Projection& projection, BlockOfV&& vb) {
   at::Tensor out = empty_like_layout(q);
   const Operand oo = operand(out);
-  for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
-    gemm_into(block(oo, g.d, b, h, p0, count), weights[b * g.heads + h], vb(b, h, p0, count));
+  if (!projection.weight.defined()) {
+    const at::Tensor weights = f.attention.to(q.scalar_type());
+    for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
+      gemm_into(block(oo, g.d, b, h, p0, count), weights[b * g.heads + h], vb(b, h, g.d, p0, count));
+    });
+    return {out, f.cosine, f.q_norm, f.k_norm};
+  }
+  const at::Tensor maps = mdta_math::projected_attention(projection.weight, f.attention, g).to(q.scalar_type());
+  const at::Tensor bias = projection.bias.defined() ? projection.bias.reshape({g.C, 1}) : at::Tensor();
+  Geometry whole = g;  // every head as one block of C channels
+  whole.heads = 1;
+  whole.d = g.C;
+  for_each_task(whole, [&](int64_t b, int64_t, int64_t, int64_t p0, int64_t count) {
+    const at::Tensor destination = block(oo, g.C, b, 0, p0, count);
+    gemm_into(destination, maps[b], vb(b, 0, g.C, p0, count),
+              bias.defined() ? c10::optional<at::Tensor>(bias.expand({g.C, count})) : c10::nullopt);
   });
   return {out, f.cosine, f.q_norm, f.k_norm};
 }
 
 Outputs unfused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,
-                const Geometry& g) {
+                const Geometry& g, const mdta_math::Projection& projection) {
   const mdta_math::Forward f = mdta_math::forward_rescaled(
       q, k, temperature, g, [&](const at::Tensor& a, const at::Tensor& b) { return gram_and_squares(a, b, g); });
   const Operand ov = operand(v);
-  return apply_attention(q, f, g, [&](int64_t b, int64_t h, int64_t p0, int64_t count) {
-    return block(ov, g.d, b, h, p0, count);
+  return apply_attention(q, f, g, projection, [&](int64_t b, int64_t h, int64_t d, int64_t p0, int64_t count) {
+    return block(ov, d, b, h, p0, count);
   });
 }
 
 // ---------------------------------------------------------------- fused depthwise filter
 // q, k and v convolved whole first, then attended.
 Outputs convolved_first(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,
-                        const at::Tensor& dw_weight, const c10::optional<at::Tensor>& dw_bias, const Geometry& g) {
+                        const at::Tensor& dw_weight, const c10::optional<at::Tensor>& dw_bias, const Geometry& g,
+                        const mdta_math::Projection& projection) {
   return unfused(mdta_math::convolved(q, 0, dw_weight, dw_bias), mdta_math::convolved(k, 1, dw_weight, dw_bias),
-                 mdta_math::convolved(v, 2, dw_weight, dw_bias), temperature, g);
+                 mdta_math::convolved(v, 2, dw_weight, dw_bias), temperature, g, projection);
 }
 
 bool pixel_major(const at::Tensor& t) { return t.stride(1) == 1 && t.stride(3) >= t.size(1); }
@@ -177,7 +194,8 @@ void convolve_block(const Operand& o, const DepthwiseFilter<A>& f, int64_t fc, i
 
 template <typename scalar_t>
 Outputs fused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,
-              const at::Tensor& dw_weight, const c10::optional<at::Tensor>& dw_bias, const Geometry& g) {
+              const at::Tensor& dw_weight, const c10::optional<at::Tensor>& dw_bias, const Geometry& g,
+              const mdta_math::Projection& projection) {
   using A = acc_type<scalar_t>;
   const DepthwiseFilter<A> f(dw_weight.const_data_ptr<scalar_t>(),
                              dw_bias.has_value() ? dw_bias->const_data_ptr<scalar_t>() : nullptr, 3 * g.C);
@@ -200,27 +218,29 @@ Outputs fused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, con
   });
   const at::Tensor gram_sum = sum_chunks(gram), squares_sum = sum_chunks(squares);
   if (!mdta_math::all_finite(gram_sum, squares_sum))  // rows too large: rescaled, on the whole convolved operands
-    return convolved_first(q, k, v, temperature, dw_weight, dw_bias, g);
+    return convolved_first(q, k, v, temperature, dw_weight, dw_bias, g, projection);
   const mdta_math::Forward fw = mdta_math::attention_from(gram_sum, squares_sum, temperature, g);
   // Pass 2: per chunk, v convolved into a scratch (count, d), then A V.
-  return apply_attention(q, fw, g, [&](int64_t b, int64_t h, int64_t p0, int64_t count) {
-    at::Tensor scratch = at::empty({count, g.d}, q.options());
-    convolve_block(ov, f, 2 * g.C, H, W, g.d, b, h, p0, count, scratch.mutable_data_ptr<scalar_t>());
+  return apply_attention(q, fw, g, projection, [&](int64_t b, int64_t h, int64_t d, int64_t p0, int64_t count) {
+    at::Tensor scratch = at::empty({count, d}, q.options());
+    convolve_block(ov, f, 2 * g.C, H, W, d, b, h, p0, count, scratch.mutable_data_ptr<scalar_t>());
     return scratch.t();
   });
 }
 
 Outputs mdta(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,
-             int64_t heads, const c10::optional<at::Tensor>& dw_weight, const c10::optional<at::Tensor>& dw_bias) {
+             int64_t heads, const c10::optional<at::Tensor>& dw_weight, const c10::optional<at::Tensor>& dw_bias,
+             const c10::optional<at::Tensor>& project_weight, const c10::optional<at::Tensor>& project_bias) {
   constexpr const char* op = "pyairir::mdta";
   const Geometry g = mdta_math::check_arguments(q, k, v, temperature, heads, op);
   check_depthwise_filter(dw_weight, dw_bias, 3 * g.C, q, "q", op, "per channel of q, k and v, in that order");
-  if (!dw_weight.has_value()) return unfused(q, k, v, temperature, g);
+  const mdta_math::Projection projection = mdta_math::projection_of(project_weight, project_bias, q, op);
+  if (!dw_weight.has_value()) return unfused(q, k, v, temperature, g, projection);
   const bool reduced = q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf;
   if (reduced || !(pixel_major(q) && pixel_major(k) && pixel_major(v)))
-    return convolved_first(q, k, v, temperature, *dw_weight, dw_bias, g);
+    return convolved_first(q, k, v, temperature, *dw_weight, dw_bias, g, projection);
   return AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "mdta_fused", [&] {
-    return fused<scalar_t>(q, k, v, temperature, *dw_weight, dw_bias, g);
+    return fused<scalar_t>(q, k, v, temperature, *dw_weight, dw_bias, g, projection);
   });
 }
 

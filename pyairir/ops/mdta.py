@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from pyairir import reference
-from pyairir._validation import check_depthwise_filter, check_heads, check_image
+from pyairir._validation import check_depthwise_filter, check_heads, check_image, check_like
 from pyairir.ops import backend, layout, registration
 from pyairir.reference.mdta import convolved
 
@@ -20,7 +20,8 @@ OP = "pyairir::mdta"
 
 
 def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, heads: int,
-                 dw_weight: torch.Tensor | None = None, dw_bias: torch.Tensor | None = None) -> None:
+                 dw_weight: torch.Tensor | None = None, dw_bias: torch.Tensor | None = None,
+                 project_weight: torch.Tensor | None = None, project_bias: torch.Tensor | None = None) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_image(t, name, OP)
         if t.shape != q.shape or t.dtype != q.dtype or t.device != q.device:
@@ -31,10 +32,30 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature:
                              f"got strides {t.stride()} for shape {tuple(t.shape)}")
     check_heads(heads, temperature, q, OP)
     check_depthwise_filter(dw_weight, dw_bias, 3 * q.shape[1], OP, q, "q", "per channel of q, k and v, in that order")
+    check_projection(project_weight, project_bias, q)
+
+
+def check_projection(weight: object, bias: object, q: torch.Tensor) -> None:
+    """An optional 1x1 convolution (C, C, 1, 1) of the output, with an optional bias (C,), like q."""
+    if weight is None:
+        if bias is not None:
+            raise ValueError(f"{OP}: project_bias given without project_weight")
+        return
+    c = q.shape[1]
+    for name, t, shape in (("project_weight", weight, (c, c, 1, 1)), ("project_bias", bias, (c,))):
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{OP}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{OP}: {name} must have shape {shape} (a 1x1 convolution of q's channels), got "
+                             f"{tuple(t.shape)}")
+        check_like(t, name, OP, q, "q")
 
 
 def mdta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, heads: int,
-         dw_weight: torch.Tensor | None = None, dw_bias: torch.Tensor | None = None) -> torch.Tensor:
+         dw_weight: torch.Tensor | None = None, dw_bias: torch.Tensor | None = None,
+         project_weight: torch.Tensor | None = None, project_bias: torch.Tensor | None = None) -> torch.Tensor:
     """Transposed attention of q, k, v (B, C, H, W) with `heads` heads -> (B, C, H, W).
 
     Per head (d = C / heads channels, N = H * W pixels): softmax((q̂ k̂^T) * temperature[h]) v,
@@ -43,21 +64,22 @@ def mdta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.T
     temperature: `heads` values (the official parameter is (heads, 1, 1)). With dw_weight
     (3C, 1, 3, 3) and dw_bias (3C,), q, k and v are first convolved with their thirds of that 3x3
     depthwise filter, padding 1 (MDTA's qkv_dwconv, which the CPU kernel fuses: the convolved
-    q, k, v are never written whole). Differentiable in q, k, v, temperature, dw_weight, dw_bias.
+    q, k, v are never written whole). With project_weight (C, C, 1, 1) and project_bias (C,)
+    (MDTA's project_out), returns that 1x1 convolution of the attention's output, folded in: the
+    CPU kernel applies P blockdiag(A_h) to v, one C x C product per pixel instead of the heads'
+    d x d ones and then the projection's. Differentiable in every tensor.
     """
-    check_inputs(q, k, v, temperature, heads, dw_weight, dw_bias)
+    check_inputs(q, k, v, temperature, heads, dw_weight, dw_bias, project_weight, project_bias)
     implementation = backend.implementation(q)
+    args = (dw_weight, dw_bias, project_weight, project_bias)
     if implementation == "reference":
-        return reference.mdta(q, k, v, temperature, heads, dw_weight, dw_bias)
-    if dw_weight is not None:
-        dw_weight = dw_weight.contiguous()
-        dw_bias = dw_bias.contiguous() if dw_bias is not None else None
-    return registration.run("mdta", implementation, reference.mdta, q, k, v, temperature, heads, dw_weight,
-                            dw_bias)[0]
+        return reference.mdta(q, k, v, temperature, heads, *args)
+    args = tuple(None if t is None else t.contiguous() for t in args)
+    return registration.run("mdta", implementation, reference.mdta, q, k, v, temperature, heads, *args)[0]
 
 
-def _fake(q, k, v, temperature, heads, dw_weight=None, dw_bias=None):
-    check_inputs(q, k, v, temperature, heads, dw_weight, dw_bias)
+def _fake(q, k, v, temperature, heads, dw_weight=None, dw_bias=None, project_weight=None, project_bias=None):
+    check_inputs(q, k, v, temperature, heads, dw_weight, dw_bias, project_weight, project_bias)
     b, c = q.shape[:2]
     d = c // heads
     accumulate = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -74,29 +96,47 @@ def _fake_backward(grad_out, q, k, v, temperature, cosine, q_norm, k_norm, heads
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, temperature, heads, dw_weight, dw_bias = inputs
+    q, k, v, temperature, heads, dw_weight, dw_bias, project_weight, project_bias = inputs
     out, cosine, q_norm, k_norm = output
     ctx.mark_non_differentiable(cosine, q_norm, k_norm)
-    ctx.save_for_backward(q, k, v, temperature, cosine, q_norm, k_norm, dw_weight, dw_bias)
+    ctx.save_for_backward(q, k, v, temperature, cosine, q_norm, k_norm, dw_weight, dw_bias, project_weight,
+                          project_bias)
     ctx.heads = heads
 
 
 def _make_backward(backward_op):
     def backward(ctx, grad_out, *_):
-        q, k, v, temperature, cosine, q_norm, k_norm, dw_weight, dw_bias = ctx.saved_tensors
+        q, k, v, temperature, cosine, q_norm, k_norm, dw_weight, dw_bias, project_weight, project_bias = \
+            ctx.saved_tensors
         inputs = (q, k, v)
         if dw_weight is not None:  # the backward op wants the convolved operands: convolve them again
             q, k, v = convolved(q, k, v, dw_weight, dw_bias)
+        grad_project = (None, None)
+        if project_weight is not None:  # through the projection, to the attention's own output
+            grad_project = _projection_gradients(grad_out, cosine, temperature, v, ctx.heads, project_weight,
+                                                 project_bias is not None)
+            grad_out = torch.nn.functional.conv2d(grad_out, project_weight.transpose(0, 1))
         memory_format = layout.pixel_major_format(q)
         grad_out = grad_out.contiguous(memory_format=memory_format)
         grads = backward_op(grad_out, q, k, v, temperature, cosine, q_norm, k_norm, ctx.heads)
         if dw_weight is None:
-            return *grads, None, None, None
+            return *grads, None, None, None, *grad_project
         grad_q, grad_k, grad_v, grad_weight, grad_bias = _through_filter(grads[:3], inputs, dw_weight,
                                                                          dw_bias is not None)
-        return grad_q, grad_k, grad_v, grads[3], None, grad_weight, grad_bias
+        return grad_q, grad_k, grad_v, grads[3], None, grad_weight, grad_bias, *grad_project
 
     return backward
+
+
+def _projection_gradients(grad_out, cosine, temperature, v, heads, weight, with_bias):
+    """(grad project_weight, grad project_bias or None): the attention's output A V, recomputed from the
+    saved cosine (B, heads, d, d), against the output's gradient."""
+    b, c, h, w = v.shape
+    d = c // heads
+    attention = (cosine * temperature.to(cosine.dtype).reshape(1, heads, 1, 1)).softmax(-1)
+    inner = (attention.to(v.dtype) @ v.reshape(b, heads, d, h * w)).reshape(b, c, h, w)
+    grad_weight = torch.einsum("bchw,bdhw->cd", grad_out, inner).reshape(weight.shape)
+    return grad_weight, grad_out.sum((0, 2, 3)) if with_bias else None
 
 
 def _through_filter(grads, inputs, dw_weight, with_bias):

@@ -256,9 +256,88 @@ def test_triton_kernel_with_filter_matches_reference(case):
     assert_all_close(got, expected, *TOLERANCES[torch.float64])
 
 
+# ---------------------------------------------------------------- the folded projection (project_out)
+def projection(q, bias=True, seed=5):
+    """A 1x1 convolution (C, C, 1, 1) and bias (C,) of the output (float64)."""
+    generator = torch.Generator().manual_seed(seed)
+    c = q.shape[1]
+    weight = torch.randn((c, c, 1, 1), generator=generator, dtype=torch.float64) / c ** 0.5
+    return weight, torch.randn(c, generator=generator, dtype=torch.float64) if bias else None
+
+
+def projected(op):
+    """op(q, k, v, t, heads, dw_weight, dw_bias, project_weight, project_bias)'s output, tensors first."""
+    def call(q, k, v, t, w, b, pw, pb, heads):
+        out = op(q, k, v, t, heads, w, b, pw, pb)
+        return out if op is reference.mdta else out[0]
+    return call
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("with_filter", [True, False], ids=["filter", "no-filter"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", FILTERED, ids=[case_id(c) for c in FILTERED])
+def test_cpu_kernel_with_projection_matches_reference(case, dtype, with_filter, bias):
+    """project_out folded into the op (P blockdiag(A_h) v + bias), with and without the fused filter,
+    against the reference, output and gradients w.r.t. every tensor (the projection's included)."""
+    q, k, v, temperature, heads, layout = case
+    dw = depthwise_filter(q) if with_filter else (None, None)
+    tensors = [exact_copy(t, dtype) for t in (q, k, v, temperature, *dw, *projection(q, bias))]
+    got = run(projected(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q))
+    expected = run(projected(reference.mdta), [t if t is None else t.double() for t in tensors], (heads,),
+                   grad_for(q))
+    assert_all_close(got, expected, *TOLERANCES[dtype])
+    assert got[0].is_contiguous(memory_format=torch.channels_last if layout.endswith("channels_last")
+                                else torch.contiguous_format)
+
+
+def test_cpu_kernel_with_projection_low_precision():
+    q, k, v, temperature, heads, _ = FILTERED[1]
+    assert_low_precision_rule(projected(torch.ops.pyairir.mdta), projected(reference.mdta),
+                              [q, k, v, temperature, *depthwise_filter(q), *projection(q)], (heads,), grad_for(q))
+
+
+@pytest.mark.parametrize("case", TINY_FILTERED, ids=[case_id(c) for c in TINY_FILTERED])
+def test_gradcheck_with_projection(case):
+    q, k, v, temperature, heads, _ = case
+    inputs = tuple(exact_copy(t, requires_grad=True)
+                   for t in (q, k, v, temperature, *depthwise_filter(q), *projection(q)))
+    assert torch.autograd.gradcheck(lambda q, k, v, t, w, b, pw, pb: mdta(q, k, v, t, heads, w, b, pw, pb), inputs)
+
+
+@pytest.mark.parametrize("op", ["mdta", "mdta_triton"])
+@pytest.mark.parametrize("case", TINY_FILTERED, ids=[case_id(c) for c in TINY_FILTERED])
+def test_opcheck_with_projection(op, case):
+    q, k, v, temperature, heads, _ = case
+    args = tuple(exact_copy(t, requires_grad=True) for t in (q, k, v, temperature)) + (heads,)
+    extras = tuple(exact_copy(t, requires_grad=True) for t in (*depthwise_filter(q), *projection(q)))
+    torch.library.opcheck(getattr(torch.ops.pyairir, op), args + extras)
+
+
+@pytest.mark.parametrize("case", TINY_FILTERED, ids=[case_id(c) for c in TINY_FILTERED])
+def test_triton_kernel_with_projection_matches_reference(case):
+    q, k, v, temperature, heads, _ = case
+    tensors = [q, k, v, temperature, *depthwise_filter(q), *projection(q)]
+    got = run(projected(torch.ops.pyairir.mdta_triton), tensors, (heads,), grad_for(q))
+    expected = run(projected(reference.mdta), tensors, (heads,), grad_for(q))
+    assert_all_close(got, expected, *TOLERANCES[torch.float64])
+
+
 Q = torch.randn(1, 8, 3, 3)
 T2 = torch.ones(2, 1, 1)
 W24 = torch.randn(24, 1, 3, 3)
+
+
+@pytest.mark.parametrize("entry", [mdta, torch.ops.pyairir.mdta], ids=["python", "torch.ops"])
+@pytest.mark.parametrize("weight, bias, message", [
+    (torch.randn(8, 8, 3, 3), None, r"project_weight must have shape \(?\[?8, 8, 1, 1"),
+    (torch.randn(8, 8, 1, 1).double(), None, "project_weight must have the dtype"),
+    (None, torch.zeros(8), "project_bias given without project_weight"),
+    (torch.randn(8, 8, 1, 1), torch.zeros(3), r"project_bias must have shape \(?\[?8"),
+])
+def test_bad_projection_is_a_clear_error(entry, weight, bias, message):
+    with pytest.raises((ValueError, RuntimeError), match=message):
+        entry(Q, Q, Q, T2, 2, None, None, weight, bias)
 
 
 @pytest.mark.parametrize("entry", [mdta, torch.ops.pyairir.mdta], ids=["python", "torch.ops"])

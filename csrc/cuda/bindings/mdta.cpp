@@ -48,15 +48,19 @@ at::Tensor apply(const at::Tensor& m, const at::Tensor& x, const Geometry& g, co
   return out;
 }
 
-// With a depthwise filter, q, k and v are convolved whole first (cuDNN), then attended.
+// With a depthwise filter, q, k and v are convolved whole first (cuDNN), then attended; with a
+// projection, the output is projected after (cuDNN).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor& q_in, const at::Tensor& k_in,
                                                                 const at::Tensor& v_in, const at::Tensor& temperature,
                                                                 int64_t heads,
                                                                 const c10::optional<at::Tensor>& dw_weight,
-                                                                const c10::optional<at::Tensor>& dw_bias) {
+                                                                const c10::optional<at::Tensor>& dw_bias,
+                                                                const c10::optional<at::Tensor>& project_weight,
+                                                                const c10::optional<at::Tensor>& project_bias) {
   constexpr const char* op = "pyairir::mdta";
   const Geometry g = mdta_math::check_arguments(q_in, k_in, v_in, temperature, heads, op);
   check_depthwise_filter(dw_weight, dw_bias, 3 * g.C, q_in, "q", op, "per channel of q, k and v, in that order");
+  mdta_math::projection_of(project_weight, project_bias, q_in, op);
   const c10::cuda::CUDAGuard guard(q_in.device());
   const bool conv = dw_weight.has_value();
   const at::Tensor q = conv ? mdta_math::convolved(q_in, 0, *dw_weight, dw_bias) : q_in;
@@ -64,7 +68,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mdta(const at::Tensor
   const at::Tensor v = conv ? mdta_math::convolved(v_in, 2, *dw_weight, dw_bias) : v_in;
   const mdta_math::Forward f = mdta_math::forward_rescaled(
       q, k, temperature, g, [&](const at::Tensor& a, const at::Tensor& b) { return gram(a, b, g, true, op); });
-  return {apply(f.attention, v, g, q, at::Tensor(), at::Tensor(), op), f.cosine, f.q_norm, f.k_norm};
+  at::Tensor out = apply(f.attention, v, g, q, at::Tensor(), at::Tensor(), op);
+  if (project_weight.has_value()) out = at::conv2d(out, *project_weight, project_bias);
+  return {out, f.cosine, f.q_norm, f.k_norm};
 }
 
 // dV = A^T dO, dA = dO V^T, then dQ = dG K + diag(d|q| / |q|) Q and dK likewise.

@@ -87,8 +87,8 @@ TARGETS = [
     Claim("MDTA op vs eager, forward, 96x256x256 (qkv NCHW)", "mdta forward", "eager", "op NCHW", 3.0),
     Claim("MDTA op vs eager, forward, 96x256x256 (qkv channels_last)", "mdta forward", "eager", "op channels_last",
           3.0),
-    Claim("MDTA op with qkv_dwconv fused vs oneDNN's depthwise conv + op, forward, 288x256x256 channels_last",
-          "mdta depthwise forward", "depthwise conv + op", "op with the conv fused", 1.1),
+    Claim("MDTA op with qkv_dwconv and project_out fused vs oneDNN's convs around the op, 288x256x256 "
+          "channels_last", "mdta inference", "convs + op", "op with the convs fused", 1.2),
     Claim("MDTA op vs eager, forward+backward, 96x256x256 (NCHW q, k, v)", "mdta forward+backward", "eager",
           "op NCHW", 2.0),
     Claim("MDTA op vs eager, forward+backward (channels_last q, k, v)", "mdta forward+backward", "eager",

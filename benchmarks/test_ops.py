@@ -46,22 +46,24 @@ def test_mdta_forward(measure, variant):
         measure("mdta forward", variant, lambda: attend(q, k, v, t, 1), rounds=10)
 
 
-@pytest.mark.parametrize("variant", ["eager", "depthwise conv + op", "op with the conv fused"])
-def test_mdta_depthwise_forward(measure, variant):
-    """MDTA's qkv_dwconv and attention, channels_last: the eager pair, oneDNN's depthwise conv then
-    the op, and the op convolving chunk by chunk as it streams (what a fast MDTA runs at inference)."""
+@pytest.mark.parametrize("variant", ["eager", "convs + op", "op with the convs fused"])
+def test_mdta_inference(measure, variant):
+    """MDTA's qkv_dwconv, attention and project_out, channels_last: the eager trio, oneDNN's
+    convolutions around the op, and the op convolving chunk by chunk as it streams and folding
+    the projection into the attention map (what a fast MDTA runs at inference)."""
     x = qkv(channels_last=True)
     generator = torch.Generator().manual_seed(1)
-    weight, bias, t = torch.randn(3 * 96, 1, 3, 3, generator=generator), torch.randn(3 * 96), torch.ones(1, 1, 1)
+    weight, bias = torch.randn(3 * 96, 1, 3, 3, generator=generator), torch.randn(3 * 96, generator=generator)
+    project, t = torch.randn(96, 96, 1, 1, generator=generator) / 10, torch.ones(1, 1, 1)
 
     def convolved():
         return F.conv2d(x, weight, bias, padding=1, groups=3 * 96).chunk(3, dim=1)
 
-    fns = {"eager": lambda: reference.mdta(*convolved(), t, 1),
-           "depthwise conv + op": lambda: ops.mdta(*convolved(), t, 1),
-           "op with the conv fused": lambda: ops.mdta(*x.chunk(3, dim=1), t, 1, weight, bias)}
+    fns = {"eager": lambda: F.conv2d(reference.mdta(*convolved(), t, 1), project),
+           "convs + op": lambda: F.conv2d(ops.mdta(*convolved(), t, 1), project),
+           "op with the convs fused": lambda: ops.mdta(*x.chunk(3, dim=1), t, 1, weight, bias, project)}
     with torch.no_grad(), runtime.cached_memory():
-        measure("mdta depthwise forward", variant, fns[variant], rounds=10)
+        measure("mdta inference", variant, fns[variant], rounds=10)
 
 
 @pytest.mark.parametrize("variant", ["eager", "op NCHW", "op channels_last"])

@@ -51,13 +51,13 @@ class Chanel_Cross_Attention(nn.Module):  # noqa: N801 (the official name)
         if x.shape != y.shape:
             raise ValueError(f"Chanel_Cross_Attention: x and y must have one shape, got {tuple(x.shape)} and "
                              f"{tuple(y.shape)}")
-        if self.fast and not torch.is_grad_enabled():  # the depthwise convolutions fused into mdta (see MDTA)
+        if self.fast and not torch.is_grad_enabled():  # depthwise convs and project_out into mdta (see MDTA)
             q = self.q(x)
             k, v = self.kv(y).chunk(2, dim=1)
             weight = torch.cat([self.q_dwconv.weight, self.kv_dwconv.weight])
             bias = None if self.q_dwconv.bias is None else torch.cat([self.q_dwconv.bias, self.kv_dwconv.bias])
-            return self.project_out(ops.mdta(q, k, v, like(self.temperature, q), self.num_head, like(weight, q),
-                                             like(bias, q)))
+            return ops.mdta(q, k, v, like(self.temperature, q), self.num_head, like(weight, q), like(bias, q),
+                            like(self.project_out.weight, q), like(self.project_out.bias, q))
         q = self.q_dwconv(self.q(x))
         k, v = self.kv_dwconv(self.kv(y)).chunk(2, dim=1)
         if self.fast:

@@ -33,11 +33,13 @@ class MDTA(nn.Module):
 
     def forward(self, x: torch.Tensor, norm: nn.Module | None = None) -> torch.Tensor:
         """x (B, C, H, W) -> (B, C, H, W); attends to norm(x) if a per-pixel `norm` is given
-        (TransformerBlock passes its norm1). fast=True without autograd hands qkv_dwconv to the
-        mdta op, which fuses it into its passes over the pixels (the convolved q, k, v are never
-        written whole), and projects large images in bands of rows (pyairir.nn.banded), the norm
-        included: neither the normalised image nor its 3C-channel projection exists whole. With
-        autograd the convolution stays apart: the fused op's backward would convolve again."""
+        (TransformerBlock passes its norm1). fast=True without autograd hands qkv_dwconv and
+        project_out to the mdta op, which fuses the first into its passes over the pixels (the
+        convolved q, k, v are never written whole) and folds the second into the attention map
+        (one C x C product per pixel); it projects large images in bands of rows
+        (pyairir.nn.banded), the norm included: neither the normalised image nor its 3C-channel
+        projection exists whole. With
+        autograd the convolutions stay apart: the fused op's backward would compute them again."""
         fuse = self.fast and not torch.is_grad_enabled()
 
         def project(t: torch.Tensor) -> torch.Tensor:
@@ -49,9 +51,10 @@ class MDTA(nn.Module):
             q, k, v = qkv.chunk(3, dim=1)
             del qkv  # q, k, v are views: their memory goes as soon as the attention is done
             if fuse:
-                x = ops.mdta(q, k, v, like(self.temperature, q), self.num_heads, like(self.qkv_dwconv.weight, q),
-                             like(self.qkv_dwconv.bias, q))
-            elif self.fast:
+                return ops.mdta(q, k, v, like(self.temperature, q), self.num_heads, like(self.qkv_dwconv.weight, q),
+                                like(self.qkv_dwconv.bias, q), like(self.project_out.weight, q),
+                                like(self.project_out.bias, q))
+            if self.fast:
                 x = ops.mdta(q, k, v, like(self.temperature, q), self.num_heads)
             else:
                 x = reference.mdta(q, k, v, self.temperature, self.num_heads)

@@ -156,10 +156,12 @@ def test_deterministic_across_thread_counts():
     assert_same_for_any_thread_count(lambda: run(first(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q)))
 
 
-# ---------------------------------------------------------------- the fused depthwise filter
+# ---------------------------------------------------------------- the fused depthwise filter and the
+# folded projection (MDTA's qkv_dwconv and project_out)
 # ((1, 48, 47, 53), 1): 2491 pixels, two chunks of the CPU kernel, the second starting mid-row.
 FILTERED = [c for c in CASES if c[0].shape[1] in (96, 704)] + [
-    (*make((1, 48, 47, 53), layout, torch.Generator().manual_seed(2)), torch.full((1, 1, 1), 1.3, dtype=torch.float64), 1, layout)
+    (*make((1, 48, 47, 53), layout, torch.Generator().manual_seed(2)),
+     torch.full((1, 1, 1), 1.3, dtype=torch.float64), 1, layout)
     for layout in ("slice_of_channels_last", "channels_last")]
 
 
@@ -171,10 +173,26 @@ def depthwise_filter(q, bias=True, seed=3):
     return weight, torch.randn(3 * c, generator=generator, dtype=torch.float64) if bias else None
 
 
+def projection(q, bias=True, seed=5):
+    """A 1x1 convolution (C, C, 1, 1) and bias (C,) of the output (float64)."""
+    generator = torch.Generator().manual_seed(seed)
+    c = q.shape[1]
+    weight = torch.randn((c, c, 1, 1), generator=generator, dtype=torch.float64) / c ** 0.5
+    return weight, torch.randn(c, generator=generator, dtype=torch.float64) if bias else None
+
+
+def projected(op):
+    """op(q, k, v, t, heads, dw_weight, dw_bias, project_weight, project_bias)'s output, tensors first."""
+    def call(q, k, v, t, w, b, pw, pb, heads):
+        out = op(q, k, v, t, heads, w, b, pw, pb)
+        return out if op is reference.mdta else out[0]
+    return call
+
+
 def filtered(op):
-    """op(q, k, v, t, heads, dw_weight, dw_bias)'s output as a function of the tensors first."""
-    return lambda q, k, v, t, w, b, heads: op(q, k, v, t, heads, w, b)[0] if op is not reference.mdta else \
-        op(q, k, v, t, heads, w, b)
+    """op with a filter and no projection, tensors first."""
+    call = projected(op)
+    return lambda q, k, v, t, w, b, heads: call(q, k, v, t, w, b, None, None, heads)
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
@@ -214,14 +232,16 @@ def test_huge_rows_with_filter_in_float32(scale):
     assert_rows_close(got[:4], expected[:4], 2e-5, row_dims=(2, 3))
 
 
-def test_filter_deterministic_across_thread_counts():
-    """The output and the gradients w.r.t. q, k, v and temperature. Not the filter's gradients:
-    the backward takes them from ATen's depthwise convolution backward, whose sums over the
-    pixels are split by thread (as for the unfused nn.Conv2d)."""
+@pytest.mark.parametrize("with_projection", [False, True], ids=["filter", "filter-and-projection"])
+def test_filter_deterministic_across_thread_counts(with_projection):
+    """The output and the gradients w.r.t. q, k, v and temperature. Not the filter's and the
+    projection's gradients: the backward takes them from ATen (the depthwise convolution's
+    backward, an einsum), whose sums over the pixels are split by thread (as for nn.Conv2d)."""
     q, k, v, temperature, heads, _ = FILTERED[-2]  # two chunks, fused
-    tensors = [exact_copy(t, torch.float32) for t in (q, k, v, temperature, *depthwise_filter(q))]
+    extras = projection(q) if with_projection else (None, None)
+    tensors = [exact_copy(t, torch.float32) for t in (q, k, v, temperature, *depthwise_filter(q), *extras)]
     assert_same_for_any_thread_count(
-        lambda: run(filtered(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q))[:5])
+        lambda: run(projected(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q))[:5])
 
 
 TINY_FILTERED = [(*make((1, 8, 3, 4), "slice_of_channels_last", torch.Generator().manual_seed(4)),
@@ -254,23 +274,6 @@ def test_triton_kernel_with_filter_matches_reference(case):
     got = run(filtered(torch.ops.pyairir.mdta_triton), tensors, (heads,), grad_for(q))
     expected = run(filtered(reference.mdta), tensors, (heads,), grad_for(q))
     assert_all_close(got, expected, *TOLERANCES[torch.float64])
-
-
-# ---------------------------------------------------------------- the folded projection (project_out)
-def projection(q, bias=True, seed=5):
-    """A 1x1 convolution (C, C, 1, 1) and bias (C,) of the output (float64)."""
-    generator = torch.Generator().manual_seed(seed)
-    c = q.shape[1]
-    weight = torch.randn((c, c, 1, 1), generator=generator, dtype=torch.float64) / c ** 0.5
-    return weight, torch.randn(c, generator=generator, dtype=torch.float64) if bias else None
-
-
-def projected(op):
-    """op(q, k, v, t, heads, dw_weight, dw_bias, project_weight, project_bias)'s output, tensors first."""
-    def call(q, k, v, t, w, b, pw, pb, heads):
-        out = op(q, k, v, t, heads, w, b, pw, pb)
-        return out if op is reference.mdta else out[0]
-    return call
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])

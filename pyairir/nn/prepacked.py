@@ -5,10 +5,11 @@ F.conv2d on a channels_last float32 tensor runs oneDNN, which first reorders the
 deep levels: 512 channels at 16x16 pixels for a 256x256 image) that reorder of a cold weight costs
 about as much as the product itself. Here the reordered weight is kept per module, keyed on what
 it was made from (the storage and version counter of the weight, bias and scale, and the input's
-shape), and made again when any of it changes: an optimizer step, load_state_dict, an in-place
-update under no_grad or `.to()` invalidates it (writes through `.data`, which skip the version
-counter, do not). The copies live in a weak dictionary, so they go with their module and are
-never saved; they hold one more copy of those weights while the module lives.
+shape; the entry holds those tensors, so no replacement can take over their storage and match),
+and made again when any of it changes: an optimizer step, load_state_dict, an in-place update
+under no_grad, a new Parameter or `.to()` invalidates it (in-place writes through `.data`, which
+skip the version counter, do not). The copies live in a weak dictionary, so they go with their
+module and are never saved; they hold one more copy of those weights while the module lives.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# conv -> (key, reordered weight, bias times the scale)
+# conv -> (key, the tensors it was made from, reordered weight, bias times the scale); holding those
+# tensors keeps their storage from being reused by a replacement that would match the key
 _PACKED: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
 
 
@@ -41,16 +43,16 @@ def conv1x1(conv: nn.Conv2d, x: torch.Tensor, out_scale: torch.Tensor | None = N
         if out_scale is None:
             return conv(x)
         return F.conv2d(x, *_scaled(conv, out_scale))
-    sources = [t for t in (conv.weight, conv.bias, out_scale) if t is not None]
-    key = (tuple(x.shape), *((t.data_ptr(), t._version) for t in sources))
+    sources = tuple(t for t in (conv.weight, conv.bias, out_scale) if t is not None)
+    key = (tuple(x.shape), tuple((t.data_ptr(), t._version) for t in sources))
     cached = _PACKED.get(conv)
     if cached is None or cached[0] != key:
         weight, bias = _scaled(conv, out_scale)
         packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), [0, 0], [1, 1], [1, 1],
                                                            1, list(x.shape))
-        cached = (key, packed, bias)
+        cached = (key, sources, packed, bias)
         _PACKED[conv] = cached
-    _, packed, bias = cached
+    *_, packed, bias = cached
     return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, [0, 0], [1, 1], [1, 1], 1, "none", [None], "")
 
 

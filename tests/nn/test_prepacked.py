@@ -44,7 +44,7 @@ def test_equals_conv2d_and_is_made_once(bias, scaled):
 
 
 @pytest.mark.parametrize("change", ["weight in place", "bias in place", "scale in place", "load_state_dict",
-                                    "input shape"])
+                                    "input shape", "new parameter", "new data", "to double and back"])
 def test_follows_every_change(change):
     """What the reordered weight was made from changes: the next call uses the new values."""
     conv, x = conv_and_input()
@@ -59,6 +59,12 @@ def test_follows_every_change(change):
             scale.mul_(3)
         elif change == "load_state_dict":
             conv.load_state_dict(nn.Conv2d(32, 48, 1).state_dict())
+        elif change == "new parameter":  # the old weight freed: its storage may come back for the new one
+            conv.weight = nn.Parameter(torch.randn_like(conv.weight))
+        elif change == "new data":
+            conv.weight.data = torch.randn_like(conv.weight)
+        elif change == "to double and back":
+            conv.double().float()
         else:
             x = torch.randn(1, 32, 5, 11).contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(prepacked.conv1x1(conv, x, scale), expected(conv, x, scale), rtol=1e-6, atol=1e-6)

@@ -64,12 +64,21 @@ def _gated_gelu_flops(x, dw_weight, *args, **kwargs) -> int:
     return 0 if dw_weight is None else 2 * 9 * x.numel()
 
 
+def _prepacked_conv_flops(x, weight, *args, **kwargs) -> int:
+    """oneDNN's convolution on a prepacked weight (pyairir.nn.prepacked: stride 1, one group), counted
+    as flop_counter counts `conv`: 2 x the weight's (cin x kh x kw) per output value."""
+    cout, cin, kh, kw = weight.shape
+    return 2 * x.shape[0] * cout * x.shape[2] * x.shape[3] * cin * kh * kw
+
+
 PYAIRIR_FLOPS = {"pyairir.mdta": _mdta_flops, "pyairir.proxy_attention": _proxy_attention_flops,
-                 "pyairir.gated_gelu": _gated_gelu_flops}
+                 "pyairir.gated_gelu": _gated_gelu_flops, "mkldnn._convolution_pointwise": _prepacked_conv_flops}
 
 
 def _kind(name: str, args: tuple) -> str:
     """The group an op belongs to: convolutions by kernel shape, everything else by name."""
+    if name == "mkldnn._convolution_pointwise":
+        return "conv " + "x".join(map(str, args[1].shape[2:]))
     if name == "aten.convolution":
         weight, groups = args[1], args[8]
         k = "x".join(map(str, weight.shape[2:]))
@@ -80,7 +89,10 @@ def _kind(name: str, args: tuple) -> str:
 def _bytes(tensors) -> int:
     seen, total = set(), 0
     for t in tensors:
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        if t.is_mkldnn:  # an opaque oneDNN tensor (a prepacked weight): no storage to key on
+            key = ("mkldnn", id(t))
+        else:
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
         if key not in seen:
             seen.add(key)
             total += t.numel() * t.element_size()

@@ -189,6 +189,19 @@ def projected(op):
     return call
 
 
+def assert_kernel_matches_reference(tensors, heads, layout, dtype):
+    """The CPU op on [q, k, v, temperature, dw_weight, dw_bias, project_weight, project_bias] (None for
+    an absent one) in `dtype` against the float64 reference: output and every gradient, the output
+    dense in q's layout."""
+    tensors = [exact_copy(t, dtype) for t in tensors]
+    got = run(projected(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(tensors[0]))
+    expected = run(projected(reference.mdta), [t if t is None else t.double() for t in tensors], (heads,),
+                   grad_for(tensors[0]))
+    assert_all_close(got, expected, *TOLERANCES[dtype])
+    assert got[0].is_contiguous(memory_format=torch.channels_last if layout.endswith("channels_last")
+                                else torch.contiguous_format)
+
+
 def filtered(op):
     """op with a filter and no projection, tensors first."""
     call = projected(op)
@@ -202,13 +215,8 @@ def test_cpu_kernel_with_filter_matches_reference(case, dtype, bias):
     """q, k, v convolved by the op (fused into its passes for channels_last operands, whole first
     for NCHW ones) against the reference, output and gradients w.r.t. every tensor."""
     q, k, v, temperature, heads, layout = case
-    tensors = [exact_copy(t, dtype) for t in (q, k, v, temperature, *depthwise_filter(q, bias))]
-    got = run(filtered(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q))
-    expected = run(filtered(reference.mdta), [t if t is None else t.double() for t in tensors], (heads,),
-                   grad_for(q))
-    assert_all_close(got, expected, *TOLERANCES[dtype])
-    assert got[0].is_contiguous(memory_format=torch.channels_last if layout.endswith("channels_last")
-                                else torch.contiguous_format)
+    assert_kernel_matches_reference([q, k, v, temperature, *depthwise_filter(q, bias), None, None], heads, layout,
+                                    dtype)
 
 
 @pytest.mark.parametrize("case", FILTERED[1::3], ids=[case_id(c) for c in FILTERED[1::3]])
@@ -285,13 +293,7 @@ def test_cpu_kernel_with_projection_matches_reference(case, dtype, with_filter, 
     against the reference, output and gradients w.r.t. every tensor (the projection's included)."""
     q, k, v, temperature, heads, layout = case
     dw = depthwise_filter(q) if with_filter else (None, None)
-    tensors = [exact_copy(t, dtype) for t in (q, k, v, temperature, *dw, *projection(q, bias))]
-    got = run(projected(torch.ops.pyairir.mdta), tensors, (heads,), grad_for(q))
-    expected = run(projected(reference.mdta), [t if t is None else t.double() for t in tensors], (heads,),
-                   grad_for(q))
-    assert_all_close(got, expected, *TOLERANCES[dtype])
-    assert got[0].is_contiguous(memory_format=torch.channels_last if layout.endswith("channels_last")
-                                else torch.contiguous_format)
+    assert_kernel_matches_reference([q, k, v, temperature, *dw, *projection(q, bias)], heads, layout, dtype)
 
 
 def test_cpu_kernel_with_projection_low_precision():

@@ -66,17 +66,23 @@ def check_depthwise_filter(dw_weight: object, dw_bias: object, channels: int, wh
     """Checks an optional 3x3 depthwise filter dw_weight (channels, 1, 3, 3) and bias dw_bias
     (channels,) that an op fuses: tensors of like's dtype and device (`per` says what a filter
     channel belongs to, for the message); a bias needs a filter."""
-    if dw_weight is None:
-        if dw_bias is not None:
-            raise ValueError(f"{where}: dw_bias given without dw_weight")
+    check_weight_and_bias(dw_weight, dw_bias, ("dw_weight", "dw_bias"), ((channels, 1, 3, 3), (channels,)),
+                          (f"a 3x3 depthwise filter {per}", f"one value {per}"), where, like, like_name)
+
+
+def check_weight_and_bias(weight: object, bias: object, names: tuple[str, str], shapes: tuple[tuple, tuple],
+                          whats: tuple[str, str], where: str, like: torch.Tensor, like_name: str) -> None:
+    """Checks an op's optional weight and bias (named `names`, of `shapes`, described by `whats` in
+    the message): tensors of like's dtype and device; a bias needs a weight."""
+    if weight is None:
+        if bias is not None:
+            raise ValueError(f"{where}: {names[1]} given without {names[0]}")
         return
-    for name, t, shape in (("dw_weight", dw_weight, (channels, 1, 3, 3)), ("dw_bias", dw_bias, (channels,))):
+    for name, t, shape, what in zip(names, (weight, bias), shapes, whats):
         if t is None:
             continue
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
         if tuple(t.shape) != shape:
-            what = f"a 3x3 depthwise filter {per}" if name == "dw_weight" else f"one value {per}"
             raise ValueError(f"{where}: {name} must have shape {shape} ({what}), got {tuple(t.shape)}")
         check_like(t, name, where, like, like_name)
-

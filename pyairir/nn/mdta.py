@@ -38,8 +38,8 @@ class MDTA(nn.Module):
         convolved q, k, v are never written whole) and folds the second into the attention map
         (one C x C product per pixel); it projects large images in bands of rows
         (pyairir.nn.banded), the norm included: neither the normalised image nor its 3C-channel
-        projection exists whole. With
-        autograd the convolutions stay apart: the fused op's backward would compute them again."""
+        projection exists whole. With autograd the convolutions stay apart: the fused op's backward
+        would compute them again."""
         fuse = self.fast and not torch.is_grad_enabled()
 
         def project(t: torch.Tensor) -> torch.Tensor:

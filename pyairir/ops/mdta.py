@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from pyairir import reference
-from pyairir._validation import check_depthwise_filter, check_heads, check_image, check_like
+from pyairir._validation import check_depthwise_filter, check_heads, check_image, check_weight_and_bias
 from pyairir.ops import backend, layout, registration
 from pyairir.reference.mdta import convolved
 
@@ -37,20 +37,10 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature:
 
 def check_projection(weight: object, bias: object, q: torch.Tensor) -> None:
     """An optional 1x1 convolution (C, C, 1, 1) of the output, with an optional bias (C,), like q."""
-    if weight is None:
-        if bias is not None:
-            raise ValueError(f"{OP}: project_bias given without project_weight")
-        return
     c = q.shape[1]
-    for name, t, shape in (("project_weight", weight, (c, c, 1, 1)), ("project_bias", bias, (c,))):
-        if t is None:
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{OP}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if tuple(t.shape) != shape:
-            raise ValueError(f"{OP}: {name} must have shape {shape} (a 1x1 convolution of q's channels), got "
-                             f"{tuple(t.shape)}")
-        check_like(t, name, OP, q, "q")
+    what = "a 1x1 convolution of q's channels"
+    check_weight_and_bias(weight, bias, ("project_weight", "project_bias"), ((c, c, 1, 1), (c,)), (what, what), OP,
+                          q, "q")
 
 
 def mdta(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, heads: int,

@@ -9,16 +9,34 @@
 
 namespace pyairir {
 
+// MKL's C entry for the calling thread's number of GEMM threads, where torch's BLAS is MKL
+// (libtorch_cpu exports it); a weak reference, null in a torch without MKL.
+extern "C" int MKL_Set_Num_Threads_Local(int threads) __attribute__((weak));
+
+// Holds this thread's MKL GEMMs to one thread while it lives (restoring the previous setting; 0 is MKL's global one).
+struct SingleThreadedMkl {
+  int previous = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0;
+  SingleThreadedMkl() = default;
+  SingleThreadedMkl(const SingleThreadedMkl&) = delete;
+  SingleThreadedMkl& operator=(const SingleThreadedMkl&) = delete;
+  ~SingleThreadedMkl() {
+    if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(previous);
+  }
+};
+
 // Runs f(t) for t in [0, n), in parallel, where f calls single-threaded ATen ops (GEMMs on views).
 // The workers take the caller's thread-local state: under torch.inference_mode the tensors are
 // inference tensors, which ATen refuses to write in a thread outside inference mode. No autograd
-// is recorded inside.
+// is recorded inside. Each task's GEMMs run with MKL held to one thread: MKL picks its kernel by
+// the threads it may use, even inside a parallel region, and on some CPUs (seen on a Xeon, not on
+// an EPYC) the kernels sum in different orders, so results would depend on the thread count.
 template <typename F>
 void parallel_aten_tasks(int64_t n, F&& f) {
   const at::ThreadLocalState caller;
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     const at::ThreadLocalStateGuard state(caller);
     const at::NoGradGuard no_grad;
+    const SingleThreadedMkl one_thread;
     for (int64_t t = begin; t < end; ++t) f(t);
   });
 }

@@ -26,6 +26,7 @@
 
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <vector>
@@ -44,7 +45,12 @@ using mdta_math::Geometry;
 constexpr int64_t kChunk = 2048;  // pixels per task
 constexpr int64_t kAhead = 8;     // fused depthwise filter: pixels its prefetch runs ahead
 
-int64_t chunks(const Geometry& g) { return (g.N + kChunk - 1) / kChunk; }
+int64_t chunks(const Geometry& g, int64_t chunk = kChunk) { return (g.N + chunk - 1) / chunk; }
+
+// Pixels per task of a pass that sums nothing over pixels (out = A V): as few as lets small levels
+// (32 x 32 pixels, every head in one C x C product) still make tasks for every thread, and a
+// function of N alone, like kChunk, as a GEMM's rounding may depend on its width.
+int64_t output_chunk(const Geometry& g) { return std::clamp<int64_t>((g.N / 8 + 63) / 64 * 64, 256, kChunk); }
 
 // C = A B into a slice of an accumulation-type tensor; with bf16/fp16 operands the GEMM
 // accumulates in fp32 and rounds its d x d result once to the operands' type.
@@ -86,12 +92,12 @@ void sum_squares(const at::Tensor& m, A* out) {
 
 // Runs f(b, h, chunk, p0, count) for every task, in parallel; f may call single-threaded ATen ops.
 template <typename F>
-void for_each_task(const Geometry& g, F&& f) {
-  const int64_t n = chunks(g);
+void for_each_task(const Geometry& g, F&& f, int64_t pixels = kChunk) {
+  const int64_t n = chunks(g, pixels);
   parallel_aten_tasks(g.B * g.heads * n, [&](int64_t t) {
     const int64_t chunk = t % n, h = (t / n) % g.heads, b = t / (n * g.heads);
-    const int64_t p0 = chunk * kChunk;
-    f(b, h, chunk, p0, std::min(kChunk, g.N - p0));
+    const int64_t p0 = chunk * pixels;
+    f(b, h, chunk, p0, std::min(pixels, g.N - p0));
   });
 }
 
@@ -133,9 +139,9 @@ Outputs apply_attention(const at::Tensor& q, const mdta_math::Forward& f, const 
   const Operand oo = operand(out);
   if (!projection.weight.defined()) {
     const at::Tensor weights = f.attention.to(q.scalar_type());
-    for_each_task(g, [&](int64_t b, int64_t h, int64_t chunk, int64_t p0, int64_t count) {
+    for_each_task(g, [&](int64_t b, int64_t h, int64_t, int64_t p0, int64_t count) {
       gemm_into(block(oo, g.d, b, h, p0, count), weights[b * g.heads + h], vb(b, h, g.d, p0, count));
-    });
+    }, output_chunk(g));
     return {out, f.cosine, f.q_norm, f.k_norm};
   }
   const at::Tensor maps = mdta_math::projected_attention(projection.weight, f.attention, g).to(q.scalar_type());
@@ -147,7 +153,7 @@ Outputs apply_attention(const at::Tensor& q, const mdta_math::Forward& f, const 
     const at::Tensor destination = block(oo, g.C, b, 0, p0, count);
     gemm_into(destination, maps[b], vb(b, 0, g.C, p0, count),
               bias.defined() ? c10::optional<at::Tensor>(bias.expand({g.C, count})) : c10::nullopt);
-  });
+  }, output_chunk(g));
   return {out, f.cosine, f.q_norm, f.k_norm};
 }
 
@@ -172,23 +178,58 @@ Outputs convolved_first(const at::Tensor& q, const at::Tensor& k, const at::Tens
 
 bool pixel_major(const at::Tensor& t) { return t.stride(1) == 1 && t.stride(3) >= t.size(1); }
 
+// Pixels p .. p + n of one image row, all at least one pixel from the image's edge, of the
+// channels x .. x + d (filter channels fc ..) convolved into out (n, d) row-major: the 9 taps sit
+// at fixed offsets, and each channel vector's taps stay in registers while the run is swept.
+template <typename scalar_t, typename A>
+void convolve_interior(const scalar_t* x, int64_t pixel_stride, const DepthwiseFilter<A>& f, int64_t fc,
+                       int64_t H, int64_t W, int64_t d, int64_t p, int64_t n, scalar_t* out) {
+  int64_t offset[kTaps];
+  for (int t = 0; t < kTaps; ++t) offset[t] = ((t / 3 - 1) * W + (t % 3 - 1)) * pixel_stride;
+  // pixel (y + 1, x + 1), the one a pixel reads first, is read from memory: fetch the one kAhead
+  // pixels further on now (the hardware prefetcher does not follow a stride of 3C values)
+  const int64_t ahead = (W + 1 + kAhead) * pixel_stride, last = H * W - W - 1 - kAhead;
+  vec_for<A>(d, [&](int64_t c, int64_t k) {
+    Vec<A> w[kTaps];
+    for (int t = 0; t < kTaps; ++t) w[t] = load(f.taps.data() + t * f.channels + fc + c, k);
+    const Vec<A> bias = load(f.bias.data() + fc + c, k);
+    for (int64_t j = 0; j < n; ++j) {
+      const scalar_t* src = x + (p + j) * pixel_stride + c;
+      if (p + j < last) __builtin_prefetch(src + ahead, 0, 3);
+      Vec<A> z = bias;
+      for (int t = 0; t < kTaps; ++t) z = at::vec::fmadd(load_acc(src + offset[t], k), w[t], z);
+      store_acc(z, out + j * d + c, k);
+    }
+  });
+}
+
+// Pixel p of x convolved at its in-image taps (an edge pixel), channels as in convolve_interior.
+template <typename scalar_t, typename A>
+void convolve_edge(const scalar_t* x, int64_t pixel_stride, const DepthwiseFilter<A>& f, int64_t fc, int64_t H,
+                   int64_t W, int64_t d, int64_t p, scalar_t* out) {
+  const Neighbours nb(H, W, 0, p / W, p % W);
+  vec_for<A>(d, [&](int64_t c, int64_t k) { store_acc(depthwise_at(x + c, pixel_stride, f, fc + c, nb, k), out + c, k); });
+}
+
 // Head h's d channels of image b of pixel-major x convolved with filter channels fc + h * d ..,
-// at the `count` pixels from p0, into out (count, d) row-major.
+// at the `count` pixels from p0, into out (count, d) row-major, row by row.
 template <typename scalar_t, typename A>
 void convolve_block(const Operand& o, const DepthwiseFilter<A>& f, int64_t fc, int64_t H, int64_t W, int64_t d,
                     int64_t b, int64_t h, int64_t p0, int64_t count, scalar_t* out) {
   const scalar_t* x = static_cast<const scalar_t*>(o.data) + b * o.batch_stride + h * d;
-  constexpr int64_t kLine = 64 / sizeof(scalar_t);
-  for (int64_t i = 0; i < count; ++i) {
-    // pixel (y + 1, x + 1), the one this pixel reads first, is read from memory: fetch the one
-    // kAhead pixels further on now (the hardware prefetcher does not follow a stride of 3C values)
-    const int64_t ahead = p0 + i + W + 1 + kAhead;
-    if (ahead < H * W)
-      for (int64_t c = 0; c < d; c += kLine) __builtin_prefetch(x + ahead * o.pixel_stride + c, 0, 3);
-    const Neighbours nb(H, W, 0, (p0 + i) / W, (p0 + i) % W);
-    vec_for<A>(d, [&](int64_t c, int64_t n) {
-      store_acc(depthwise_at(x + c, o.pixel_stride, f, fc + h * d + c, nb, n), out + i * d + c, n);
-    });
+  const int64_t s = o.pixel_stride;
+  fc += h * d;
+  for (int64_t i = 0; i < count;) {
+    const int64_t p = p0 + i, y = p / W, column = p % W, run = std::min(count - i, W - column);
+    // the run's interior columns [lo, hi): none in the first and last rows
+    const bool inner_row = y > 0 && y < H - 1;
+    const int64_t lo = inner_row ? std::max<int64_t>(column, 1) : column + run;
+    const int64_t hi = inner_row ? std::max(lo, std::min(column + run, W - 1)) : column + run;
+    for (int64_t c = column; c < lo; ++c) convolve_edge(x, s, f, fc, H, W, d, p - column + c, out + (i + c - column) * d);
+    if (hi > lo) convolve_interior(x, s, f, fc, H, W, d, p - column + lo, hi - lo, out + (i + lo - column) * d);
+    for (int64_t c = hi; c < column + run; ++c)
+      convolve_edge(x, s, f, fc, H, W, d, p - column + c, out + (i + c - column) * d);
+    i += run;
   }
 }
 

@@ -39,7 +39,7 @@ def sample_inputs(tiny=False):
     generator = torch.Generator().manual_seed(0)
     configs = ([((1, 8, 3, 2), 2), ((2, 4, 1, 3), 1)] if tiny else
                [((1, 160, 7, 9), 4), ((2, 96, 5, 3), 2), ((1, 320, 3, 11), 4), ((1, 704, 4, 3), 4),
-                ((1, 48, 37, 29), 1)])  # 37 * 29 = 1073 pixels: two chunks of the CPU kernel
+                ((1, 48, 47, 53), 1)])  # 2491 pixels: two chunks of the CPU kernel, the second starting mid-row
     for (shape, heads), layout in itertools.product(configs, LAYOUTS):
         q, k, v = make(shape, layout, generator)
         temperature = 0.5 + torch.rand((heads, 1, 1), generator=generator, dtype=torch.float64)
@@ -163,6 +163,10 @@ FILTERED = [c for c in CASES if c[0].shape[1] in (96, 704)] + [
     (*make((1, 48, 47, 53), layout, torch.Generator().manual_seed(2)),
      torch.full((1, 1, 1), 1.3, dtype=torch.float64), 1, layout)
     for layout in ("slice_of_channels_last", "channels_last")]
+# For the fused filter's edge pixels: images one row high (every pixel on the edge) and two columns
+# wide (no interior column), 40 channels a head (a partial vector at 8 and 16 lanes).
+EDGES = [(*make(shape, layout, torch.Generator().manual_seed(6)), torch.full((1, 1, 1), 0.9, dtype=torch.float64), 1,
+          layout) for shape in ((1, 40, 1, 9), (1, 40, 6, 2)) for layout in ("slice_of_channels_last", "channels_last")]
 
 
 def depthwise_filter(q, bias=True, seed=3):
@@ -210,7 +214,7 @@ def filtered(op):
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("case", FILTERED, ids=[case_id(c) for c in FILTERED])
+@pytest.mark.parametrize("case", FILTERED + EDGES, ids=[case_id(c) for c in FILTERED + EDGES])
 def test_cpu_kernel_with_filter_matches_reference(case, dtype, bias):
     """q, k, v convolved by the op (fused into its passes for channels_last operands, whole first
     for NCHW ones) against the reference, output and gradients w.r.t. every tensor."""

@@ -43,7 +43,6 @@ namespace {
 using mdta_math::Geometry;
 
 constexpr int64_t kChunk = 2048;  // pixels per task
-constexpr int64_t kAhead = 8;     // fused depthwise filter: pixels its prefetch runs ahead
 
 int64_t chunks(const Geometry& g, int64_t chunk = kChunk) { return (g.N + chunk - 1) / chunk; }
 
@@ -179,26 +178,43 @@ Outputs convolved_first(const at::Tensor& q, const at::Tensor& k, const at::Tens
 bool pixel_major(const at::Tensor& t) { return t.stride(1) == 1 && t.stride(3) >= t.size(1); }
 
 // Pixels p .. p + n of one image row, all at least one pixel from the image's edge, of the
-// channels x .. x + d (filter channels fc ..) convolved into out (n, d) row-major: the 9 taps sit
-// at fixed offsets, and each channel vector's taps stay in registers while the run is swept.
+// channels x .. x + d (filter channels fc ..) convolved into out (n, d) row-major. Per channel
+// vector, the taps stay in registers while the run is swept, and so does the 3 x 3 window of
+// input vectors: each step loads only the column entering it (3 loads for 9 products).
 template <typename scalar_t, typename A>
 void convolve_interior(const scalar_t* x, int64_t pixel_stride, const DepthwiseFilter<A>& f, int64_t fc,
                        int64_t H, int64_t W, int64_t d, int64_t p, int64_t n, scalar_t* out) {
-  int64_t offset[kTaps];
-  for (int t = 0; t < kTaps; ++t) offset[t] = ((t / 3 - 1) * W + (t % 3 - 1)) * pixel_stride;
-  // pixel (y + 1, x + 1), the one a pixel reads first, is read from memory: fetch the one kAhead
-  // pixels further on now (the hardware prefetcher does not follow a stride of 3C values)
-  const int64_t ahead = (W + 1 + kAhead) * pixel_stride, last = H * W - W - 1 - kAhead;
+  const int64_t row = W * pixel_stride;
+  // the row two below is fetched into L2 a row ahead of its use (the hardware prefetcher does
+  // not follow a stride of 3C values)
+  const int64_t ahead = 2 * row, last = H * W - 2 * W;
   vec_for<A>(d, [&](int64_t c, int64_t k) {
     Vec<A> w[kTaps];
     for (int t = 0; t < kTaps; ++t) w[t] = load(f.taps.data() + t * f.channels + fc + c, k);
     const Vec<A> bias = load(f.bias.data() + fc + c, k);
-    for (int64_t j = 0; j < n; ++j) {
-      const scalar_t* src = x + (p + j) * pixel_stride + c;
-      if (p + j < last) __builtin_prefetch(src + ahead, 0, 3);
+    const scalar_t* src = x + p * pixel_stride + c;  // the run's first pixel
+    auto column = [&](const scalar_t* at, Vec<A>* v) {  // rows above, at, below
+      v[0] = load_acc(at - row, k);
+      v[1] = load_acc(at, k);
+      v[2] = load_acc(at + row, k);
+    };
+    Vec<A> left[3], middle[3], right[3];
+    column(src - pixel_stride, left);
+    column(src, middle);
+    for (int64_t j = 0; j < n; ++j, src += pixel_stride) {
+      if (p + j < last) __builtin_prefetch(src + ahead, 0, 2);
+      column(src + pixel_stride, right);
       Vec<A> z = bias;
-      for (int t = 0; t < kTaps; ++t) z = at::vec::fmadd(load_acc(src + offset[t], k), w[t], z);
+      for (int r = 0; r < 3; ++r) {
+        z = at::vec::fmadd(left[r], w[3 * r], z);
+        z = at::vec::fmadd(middle[r], w[3 * r + 1], z);
+        z = at::vec::fmadd(right[r], w[3 * r + 2], z);
+      }
       store_acc(z, out + j * d + c, k);
+      for (int r = 0; r < 3; ++r) {
+        left[r] = middle[r];
+        middle[r] = right[r];
+      }
     }
   });
 }

@@ -15,7 +15,8 @@ OpenVINO keep an arena the same way). The fast blocks (TransformerBlock, MDTA, G
 open it when autograd is off; the cache keeps what they freed for the next pass, up to
 `set_cached_memory_limit()` bytes (DEFAULT_CACHE_LIMIT, 1 GB, unless set), until
 `release_cached_memory()`. Its memory is bounded: what it has served and holds (in use and idle)
-stays within twice the most that was in use at once, the oldest idle blocks going first. Its
+stays within the most that was in use at once plus the larger of that peak and half the limit,
+the oldest idle blocks going first. Its
 effect on time, page faults and peak memory is in the README ("Memory reuse";
 `python -m benchmarks.memory_cache`).
 
@@ -87,9 +88,9 @@ def cached_memory() -> Iterator[None]:
     blocks when it holds one of the same size (rounded up to 2 MB), instead of from memory the
     kernel must fault in and zero again. Every block served so goes back to the cache when freed,
     inside the scope or after it, up to the cache's limit. The blocks it has served and holds, in
-    use and idle, stay within twice the most that were in use at once (since the last
-    `release_cached_memory()`): a request it cannot serve that would cross that bound first frees
-    the oldest idle blocks. Other allocations are untouched.
+    use and idle, stay within the most that were in use at once (since the last
+    `release_cached_memory()`) plus the larger of that peak and half the limit: a request it cannot
+    serve that would cross that bound first frees the oldest idle blocks. Other allocations are untouched.
 
     Scopes nest and may be open on several threads. The cache outlives them: a second forward
     pass of the same model reuses the first one's blocks. `release_cached_memory()` returns them

@@ -12,15 +12,17 @@
 // cache when it holds a freed block of that size; every block it served goes
 // back to the cache when freed (in a scope or not), up to `limit` cached bytes
 // (beyond, it is freed). The idle blocks are bounded by the peak: the blocks
-// it has served and holds (in use plus idle) stay within twice the most that
-// were in use at once — a request it cannot serve that would cross that bound
-// first frees the oldest idle blocks. Idle blocks are thus kept while the pass
-// works elsewhere, e.g. a U-Net's full-resolution blocks while it works on the
-// coarser levels, for its decoder and for the next pass. Measured
-// (README, "Memory reuse"): keeping every idle block took SIPL-PromptIR's
-// guided pass at 512x512 from 1.6 to 3.7 GB; freeing them all on every miss
-// made the decoders fault in their activations again; a bound of once the
-// peak still left fast PromptIR ~17000 page faults a pass, twice ~5000.
+// it has served and holds (in use plus idle) stay within the most that were in
+// use at once plus the larger of that peak and half the limit — a request it
+// cannot serve that would cross that bound first frees the oldest idle blocks.
+// Idle blocks are thus kept while the pass works elsewhere, e.g. a U-Net's
+// full-resolution blocks while it works on the coarser levels, for its decoder
+// and for the next pass. Measured (README, "Memory reuse"): keeping every idle
+// block took SIPL-PromptIR's guided pass at 512x512 from 1.6 to 3.7 GB;
+// freeing them all on every miss made the decoders fault in their activations
+// again; room for once the peak still left fast PromptIR ~17000 page faults a
+// pass, twice ~3000-5000; with at least half the limit (512 MB) ~500, at the
+// same peak memory of the 512x512 guided pass.
 // Outside scopes, allocations go to PyTorch's own CPU allocator untouched. The
 // cached blocks come from that allocator, so they keep its alignment and
 // transparent huge pages. With poison on, every block served is first filled
@@ -112,7 +114,7 @@ class MemoryCache final : public c10::Allocator {
 
   // An idle block of `size` (the most recently freed one), or nullptr after
   // freeing the oldest idle blocks as far as needed for a new block of `size`
-  // to keep in use + idle within twice the peak in use.
+  // to keep in use + idle within the peak in use plus max(peak, limit / 2).
   std::unique_ptr<Block> take_or_make_room(size_t size) {
     std::vector<std::unique_ptr<Block>> freed;  // destroyed after the lock is released
     std::lock_guard<std::mutex> lock(mutex_);
@@ -123,7 +125,7 @@ class MemoryCache final : public c10::Allocator {
       cached_ -= size;
       return block;
     }
-    const size_t bound = std::max(2 * peak_in_use_, in_use_ + size);
+    const size_t bound = std::max(peak_in_use_ + std::max(peak_in_use_, limit_ / 2), in_use_ + size);
     while (cached_ > 0 && in_use_ + size + cached_ > bound) {
       auto oldest = free_.end();
       for (auto f = free_.begin(); f != free_.end(); ++f) {  // a few dozen sizes at most

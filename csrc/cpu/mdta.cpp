@@ -193,10 +193,10 @@ void convolve_interior(const scalar_t* x, int64_t pixel_stride, const DepthwiseF
     for (int t = 0; t < kTaps; ++t) w[t] = load(f.taps.data() + t * f.channels + fc + c, k);
     const Vec<A> bias = load(f.bias.data() + fc + c, k);
     const scalar_t* src = x + p * pixel_stride + c;  // the run's first pixel
-    auto column = [&](const scalar_t* at, Vec<A>* v) {  // rows above, at, below
-      v[0] = load_acc(at - row, k);
-      v[1] = load_acc(at, k);
-      v[2] = load_acc(at + row, k);
+    auto column = [&](const scalar_t* centre, Vec<A>* v) {  // rows above, at, below centre
+      v[0] = load_acc(centre - row, k);
+      v[1] = load_acc(centre, k);
+      v[2] = load_acc(centre + row, k);
     };
     Vec<A> left[3], middle[3], right[3];
     column(src - pixel_stride, left);
@@ -241,10 +241,11 @@ void convolve_block(const Operand& o, const DepthwiseFilter<A>& f, int64_t fc, i
     const bool inner_row = y > 0 && y < H - 1;
     const int64_t lo = inner_row ? std::max<int64_t>(column, 1) : column + run;
     const int64_t hi = inner_row ? std::max(lo, std::min(column + run, W - 1)) : column + run;
-    for (int64_t c = column; c < lo; ++c) convolve_edge(x, s, f, fc, H, W, d, p - column + c, out + (i + c - column) * d);
+    for (int64_t col = column; col < lo; ++col)
+      convolve_edge(x, s, f, fc, H, W, d, p - column + col, out + (i + col - column) * d);
     if (hi > lo) convolve_interior(x, s, f, fc, H, W, d, p - column + lo, hi - lo, out + (i + lo - column) * d);
-    for (int64_t c = hi; c < column + run; ++c)
-      convolve_edge(x, s, f, fc, H, W, d, p - column + c, out + (i + c - column) * d);
+    for (int64_t col = hi; col < column + run; ++col)
+      convolve_edge(x, s, f, fc, H, W, d, p - column + col, out + (i + col - column) * d);
     i += run;
   }
 }

@@ -16,9 +16,8 @@ open it when autograd is off; the cache keeps what they freed for the next pass,
 `set_cached_memory_limit()` bytes (DEFAULT_CACHE_LIMIT, 1 GB, unless set), until
 `release_cached_memory()`. Its memory is bounded: what it has served and holds (in use and idle)
 stays within the most that was in use at once plus the larger of that peak and half the limit,
-the oldest idle blocks going first. Its
-effect on time, page faults and peak memory is in the README ("Memory reuse";
-`python -m benchmarks.memory_cache`).
+the oldest idle blocks going first. Its effect on time, page faults and peak memory is in the
+README ("Memory reuse"; `python -m benchmarks.memory_cache`).
 
 Opt-in, at a memory cost: glibc's malloc serves every allocation above 32 MB with a fresh mmap
 and unmaps it on free, so each large activation (a 96-channel 256x256 float32 map is 25 MB,
@@ -90,7 +89,8 @@ def cached_memory() -> Iterator[None]:
     inside the scope or after it, up to the cache's limit. The blocks it has served and holds, in
     use and idle, stay within the most that were in use at once (since the last
     `release_cached_memory()`) plus the larger of that peak and half the limit: a request it cannot
-    serve that would cross that bound first frees the oldest idle blocks. Other allocations are untouched.
+    serve that would cross that bound first frees the oldest idle blocks. Other allocations are
+    untouched.
 
     Scopes nest and may be open on several threads. The cache outlives them: a second forward
     pass of the same model reuses the first one's blocks. `release_cached_memory()` returns them

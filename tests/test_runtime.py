@@ -118,6 +118,11 @@ def test_half_the_limit_may_stay_idle_whatever_the_peak(empty_cache):
         assert runtime.cached_memory_bytes() == 16 * MB  # so the oldest (2, 4 and 8 MB) went
     del block
     assert runtime.cached_memory_bytes() == 46 * MB
+    with runtime.cached_memory():
+        huge = torch.empty(64 * MB, dtype=torch.uint8)  # beyond 30 + 32 MB by itself: every idle block goes
+        assert runtime.cached_memory_bytes() == 0
+    del huge  # exactly the limit: kept
+    assert runtime.cached_memory_bytes() == 64 * MB
 
 
 @pytest.mark.skipif(not pyairir.ops.extension.AVAILABLE, reason="the memory cache is part of pyairir._C")

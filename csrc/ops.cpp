@@ -4,11 +4,13 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "runtime/bf16_arithmetic.h"
 #include "runtime/memory_cache.h"
 
 // Importing pyairir._C loads this shared library, which runs the
 // registrations below. The module's functions are the memory cache's controls
-// (csrc/runtime/memory_cache.cpp), called by pyairir/runtime.py only.
+// (csrc/runtime/memory_cache.cpp) and what the CPU can do (csrc/runtime/bf16_arithmetic.cpp),
+// called by pyairir/runtime.py only.
 namespace {
 
 PyObject* size_result(size_t bytes) { return PyLong_FromSize_t(bytes); }
@@ -36,6 +38,8 @@ PyObject* memory_cache_poison(PyObject*, PyObject* on) {
   Py_RETURN_NONE;
 }
 
+PyObject* bf16_arithmetic(PyObject*, PyObject*) { return PyBool_FromLong(pyairir::bf16_arithmetic()); }
+
 PyMethodDef methods[] = {
     {"memory_cache_open", memory_cache_open, METH_NOARGS, "a memory cache scope begins"},
     {"memory_cache_close", memory_cache_close, METH_NOARGS, "a memory cache scope ends"},
@@ -43,6 +47,7 @@ PyMethodDef methods[] = {
     {"memory_cache_release", memory_cache_release, METH_NOARGS, "frees the cached blocks; returns their bytes"},
     {"memory_cache_bytes", memory_cache_bytes, METH_NOARGS, "bytes the cache holds"},
     {"memory_cache_poison", memory_cache_poison, METH_O, "fill the blocks served with NaN bytes"},
+    {"bf16_arithmetic", bf16_arithmetic, METH_NOARGS, "whether this CPU multiplies bf16 in hardware"},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

@@ -19,6 +19,16 @@ stays within the most that was in use at once plus the larger of that peak and h
 the oldest idle blocks going first. Its effect on time, page faults and peak memory is in the
 README ("Memory reuse"; `python -m benchmarks.memory_cache`).
 
+On by default on CPUs without bf16 arithmetic (x86 without AVX512-BF16 or AMX-BF16): a fast model
+holding bf16 weights computes its layers in float32 (`float32_for_bf16()`). There every bf16
+product is emulated, each operand converted to float32 first (oneDNN's bf16 convolutions ran at a
+fifth of their float32 speed on such a Xeon); a fast layer converts its bf16 input and weights once
+instead, computes in float32, and rounds its output to bf16, so the activations between layers
+(the residual stream, the skip connections) and the model's output stay bf16. A product of two
+bf16 values is exact in float32, so a convolution so computed equals a bf16 one that accumulates
+in float32 up to the order of its sums; the layer's intermediates are not rounded to bf16 on the
+way. `set_float32_for_bf16()` overrides the choice.
+
 Opt-in, at a memory cost: glibc's malloc serves every allocation above 32 MB with a fresh mmap
 and unmaps it on free, so each large activation (a 96-channel 256x256 float32 map is 25 MB,
 GDFN's 510-channel one 134 MB) is faulted in and zeroed again on every forward.
@@ -71,6 +81,32 @@ def reuse_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, threshold_bytes)) and bool(mallopt(M_TRIM_THRESHOLD, threshold_bytes))
+
+
+_float32_for_bf16: bool | None = None  # set_float32_for_bf16's choice; None: by the CPU
+
+
+def bf16_arithmetic() -> bool:
+    """Whether this CPU multiplies bf16 values in hardware: AVX512-BF16 or AMX-BF16 on x86 (as
+    PyTorch's cpuinfo reports them); assumed on other architectures and without the extension."""
+    extension = _extension()
+    return extension.bf16_arithmetic() if extension is not None else True
+
+
+def float32_for_bf16() -> bool:
+    """Whether fast inference computes the layers of a bf16 model in float32 on the CPU (see the
+    module's docstring): as set by `set_float32_for_bf16()`, by default where the CPU has no bf16
+    arithmetic."""
+    return not bf16_arithmetic() if _float32_for_bf16 is None else _float32_for_bf16
+
+
+def set_float32_for_bf16(enabled: bool | None) -> None:
+    """True: fast bf16 inference on the CPU computes its layers in float32; False: in bf16 (each
+    product emulated where the CPU has no bf16 arithmetic); None: by the CPU (the default)."""
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ValueError(f"set_float32_for_bf16: enabled must be True, False or None, got {enabled!r}")
+    global _float32_for_bf16
+    _float32_for_bf16 = enabled
 
 
 def _extension():

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from pyairir import runtime
+from pyairir.nn import prepacked
 
 
 def inference_memory(fast: bool) -> contextlib.AbstractContextManager:
@@ -17,6 +18,30 @@ def inference_memory(fast: bool) -> contextlib.AbstractContextManager:
     if fast and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
         return runtime.cached_memory()
     return contextlib.nullcontext()
+
+
+def compute_dtype(fast: bool, x: torch.Tensor) -> torch.dtype:
+    """The dtype a fast layer computes on input x in: float32 for a bf16 CPU tensor in fast
+    inference (autograd off, not traced by torch.compile) where pyairir.runtime.float32_for_bf16()
+    (by default, a CPU without bf16 arithmetic); x's own otherwise. Such a layer converts x and its
+    weights to float32 once and rounds its output back to x's dtype."""
+    if (fast and x.dtype == torch.bfloat16 and x.device.type == "cpu" and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling() and runtime.float32_for_bf16()):
+        return torch.float32
+    return x.dtype
+
+
+def conv(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """module(x) with module's weight and bias in x's dtype: a bf16 model's convolution inside a
+    layer that computes in float32 (compute_dtype), its converted weight prepacked once
+    (pyairir.nn.prepacked)."""
+    return module(x) if module.weight.dtype == x.dtype else prepacked.conv(module, x)
+
+
+def standalone_conv(module: nn.Conv2d, x: torch.Tensor, fast: bool) -> torch.Tensor:
+    """module(x) for a convolution of a fast model outside its blocks (patch embedding, resampling,
+    output), computed in compute_dtype(fast, x) and returned in x's dtype."""
+    return conv(module, x.to(compute_dtype(fast, x))).to(x.dtype)
 
 
 def like(t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:

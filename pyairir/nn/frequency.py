@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyairir import ops, reference
-from pyairir.nn.fast import like
+from pyairir.nn.fast import compute_dtype, conv, like
 
 BAND_UNIT = 128  # the official fft(x, n=128): half-sides are multiples of size // 128
 
@@ -52,12 +52,13 @@ class Chanel_Cross_Attention(nn.Module):  # noqa: N801 (the official name)
             raise ValueError(f"Chanel_Cross_Attention: x and y must have one shape, got {tuple(x.shape)} and "
                              f"{tuple(y.shape)}")
         if self.fast and not torch.is_grad_enabled():  # depthwise convs and project_out into mdta (see MDTA)
-            q = self.q(x)
-            k, v = self.kv(y).chunk(2, dim=1)
+            dtype = compute_dtype(self.fast, x)  # float32 for a bf16 model on a CPU without bf16 arithmetic
+            q = conv(self.q, x.to(dtype))
+            k, v = conv(self.kv, y.to(dtype)).chunk(2, dim=1)
             weight = torch.cat([self.q_dwconv.weight, self.kv_dwconv.weight])
             bias = None if self.q_dwconv.bias is None else torch.cat([self.q_dwconv.bias, self.kv_dwconv.bias])
             return ops.mdta(q, k, v, like(self.temperature, q), self.num_head, like(weight, q), like(bias, q),
-                            like(self.project_out.weight, q), like(self.project_out.bias, q))
+                            like(self.project_out.weight, q), like(self.project_out.bias, q)).to(x.dtype)
         q = self.q_dwconv(self.q(x))
         k, v = self.kv_dwconv(self.kv(y)).chunk(2, dim=1)
         if self.fast:
@@ -77,7 +78,7 @@ class SpatialGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        return torch.sigmoid(self.spatial(pooled))
+        return torch.sigmoid(conv(self.spatial, pooled))
 
 
 class ChannelGate(nn.Module):
@@ -90,7 +91,11 @@ class ChannelGate(nn.Module):
                                  nn.Conv2d(dim // 16, dim, 1, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.mlp(x.mean(dim=(2, 3), keepdim=True)) + self.mlp(x.amax(dim=(2, 3), keepdim=True)))
+        return torch.sigmoid(self._mlp(x.mean(dim=(2, 3), keepdim=True)) + self._mlp(x.amax(dim=(2, 3), keepdim=True)))
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        reduce, relu, expand = self.mlp
+        return conv(expand, relu(conv(reduce, x)))
 
 
 class FreRefine(nn.Module):
@@ -104,7 +109,7 @@ class FreRefine(nn.Module):
         self.proj = nn.Conv2d(dim, dim, kernel_size=1)
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        return self.proj(high * self.ChannelGate(low) + low * self.SpatialGate(high))
+        return conv(self.proj, high * self.ChannelGate(low) + low * self.SpatialGate(high))
 
 
 class FreModule(nn.Module):
@@ -113,7 +118,7 @@ class FreModule(nn.Module):
     channel_cross_l, channel_cross_h, channel_cross_agg; frequency_refine; rate_conv.0 (C/8, C, 1, 1),
     rate_conv.2 (2, C/8, 1, 1)."""
 
-    def __init__(self, dim: int, num_heads: int, bias: bool, in_dim: int = 3) -> None:
+    def __init__(self, dim: int, num_heads: int, bias: bool, in_dim: int = 3, fast: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_dim, dim, kernel_size=3, padding=1, bias=False)  # unused, as in the official code
         self.conv1 = nn.Conv2d(in_dim, dim, kernel_size=3, padding=1, bias=False)
@@ -126,20 +131,26 @@ class FreModule(nn.Module):
         self.frequency_refine = FreRefine(dim)
         self.rate_conv = nn.Sequential(nn.Conv2d(dim, dim // 8, 1, bias=False), nn.GELU(),
                                        nn.Conv2d(dim // 8, 2, 1, bias=False))
+        self.fast = fast
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, y.shape[-2:], mode="bilinear", align_corners=False)
+        """fast: a bf16 y computes in float32 where the CPU has no bf16 arithmetic
+        (pyairir.nn.fast.compute_dtype); the output is in y's dtype."""
+        dtype = compute_dtype(self.fast, y)
+        x = F.interpolate(x.to(dtype), y.shape[-2:], mode="bilinear", align_corners=False)
+        features = y.to(dtype)
         high, low = self.bands(x)
-        high = self.channel_cross_l(high, y)  # the official names: _l takes the high band, _h the low one
-        low = self.channel_cross_h(low, y)
-        out = self.channel_cross_agg(y, self.frequency_refine(low, high))
-        return out * self.para1 + y * self.para2
+        high = self.channel_cross_l(high, features)  # the official names: _l takes the high band, _h the low one
+        low = self.channel_cross_h(low, features)
+        out = self.channel_cross_agg(features, self.frequency_refine(low, high))
+        return (out * like(self.para1, out) + features * like(self.para2, out)).to(y.dtype)
 
     def band_mask(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, h, w): 1 inside the centred rectangle of half-sides (h // 128 * r_h, w // 128 * r_w),
         truncated to integers, r = sigmoid(rate_conv(avgpool x)) (B, 2)."""
         h, w = x.shape[-2:]
-        rate = torch.sigmoid(self.rate_conv(x.mean(dim=(2, 3), keepdim=True))).flatten(1)
+        reduce, gelu, expand = self.rate_conv
+        rate = torch.sigmoid(conv(expand, gelu(conv(reduce, x.mean(dim=(2, 3), keepdim=True))))).flatten(1)
         half_h = (h // BAND_UNIT * rate[:, 0]).int()[:, None]  # .int() truncates, as the official code does
         half_w = (w // BAND_UNIT * rate[:, 1]).int()[:, None]
         rows = torch.arange(h, device=x.device)[None]
@@ -152,7 +163,7 @@ class FreModule(nn.Module):
         """(high, low): the magnitudes of conv1(image)'s spectrum outside and inside band_mask.
         The transforms run in float32 at least (torch has no bf16/fp16 FFT on the CPU); the bands
         come back in the input's dtype."""
-        x = self.conv1(image)
+        x = conv(self.conv1, image)
         h, w = x.shape[-2:]
         mask = self.band_mask(x)
         # The mask is centred on the shifted spectrum: shift it back instead of shifting the spectrum.

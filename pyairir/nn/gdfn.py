@@ -11,7 +11,7 @@ from torch import nn
 
 from pyairir import ops, reference
 from pyairir.nn.banded import in_bands, wants_bands
-from pyairir.nn.fast import inference_memory, like
+from pyairir.nn.fast import compute_dtype, conv, inference_memory, like
 
 
 class GDFN(nn.Module):
@@ -28,21 +28,26 @@ class GDFN(nn.Module):
     def forward(self, x: torch.Tensor, norm: nn.Module | None = None) -> torch.Tensor:
         """x (B, C, H, W) -> (B, C, H, W), of norm(x) if a per-pixel `norm` is given (TransformerBlock
         passes its norm2). fast=True fuses dwconv and the gate in one op and, without autograd, runs
-        large images in bands of rows, the norm included (the same values, a fraction of the memory)."""
+        large images in bands of rows, the norm included (the same values, a fraction of the memory).
+        A bf16 x computes in float32 where the CPU has no bf16 arithmetic
+        (pyairir.nn.fast.compute_dtype); the output is in x's dtype."""
+
+        dtype = compute_dtype(self.fast, x)  # float32 for a bf16 model on a CPU without bf16 arithmetic
 
         def feed_forward(t: torch.Tensor) -> torch.Tensor:
-            return self._gated_ffn(t if norm is None else norm(t))
+            t = t.to(dtype)
+            return self._gated_ffn(t if norm is None else norm(t)).to(x.dtype)
 
         with inference_memory(self.fast):  # also when accelerate() puts GDFN in an official block
             return in_bands(feed_forward, x) if wants_bands(self.fast, x) else feed_forward(x)
 
     def _gated_ffn(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.project_in(x)
+        x = conv(self.project_in, x)
         if self.fast:
             x = ops.gated_gelu(x, like(self.dwconv.weight, x), like(self.dwconv.bias, x), True)
         else:
             x = reference.gated_gelu(self.dwconv(x), None, None, True)
-        return self.project_out(x)
+        return conv(self.project_out, x)
 
 
 FeedForward = GDFN  # the official class name

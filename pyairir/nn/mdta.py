@@ -14,7 +14,7 @@ from torch import nn
 
 from pyairir import ops, reference
 from pyairir.nn.banded import in_bands, wants_bands
-from pyairir.nn.fast import inference_memory, like
+from pyairir.nn.fast import compute_dtype, conv, inference_memory, like
 
 
 class MDTA(nn.Module):
@@ -39,11 +39,14 @@ class MDTA(nn.Module):
         (one C x C product per pixel); it projects large images in bands of rows
         (pyairir.nn.banded), the norm included: neither the normalised image nor its 3C-channel
         projection exists whole. With autograd the convolutions stay apart: the fused op's backward
-        would compute them again."""
+        would compute them again. A bf16 x computes in float32 where the CPU has no bf16
+        arithmetic (pyairir.nn.fast.compute_dtype); the output is in x's dtype."""
         fuse = self.fast and not torch.is_grad_enabled()
+        dtype = compute_dtype(self.fast, x)  # float32 for a bf16 model on a CPU without bf16 arithmetic
 
         def project(t: torch.Tensor) -> torch.Tensor:
-            qkv = self.qkv(t if norm is None else norm(t))
+            t = t.to(dtype)
+            qkv = conv(self.qkv, t if norm is None else norm(t))
             return qkv if fuse else self.qkv_dwconv(qkv)
 
         with inference_memory(self.fast):  # also when accelerate() puts MDTA in an official block
@@ -53,13 +56,12 @@ class MDTA(nn.Module):
             if fuse:
                 return ops.mdta(q, k, v, like(self.temperature, q), self.num_heads, like(self.qkv_dwconv.weight, q),
                                 like(self.qkv_dwconv.bias, q), like(self.project_out.weight, q),
-                                like(self.project_out.bias, q))
+                                like(self.project_out.bias, q)).to(x.dtype)
             if self.fast:
                 x = ops.mdta(q, k, v, like(self.temperature, q), self.num_heads)
             else:
                 x = reference.mdta(q, k, v, self.temperature, self.num_heads)
             del q, k, v
             return self.project_out(x)
-
 
 Attention = MDTA  # the official class name

@@ -60,7 +60,7 @@ class NAFBlock(nn.Module):
         conv5 (and conv3, see `attended`) are reordered for oneDNN once, not at every call
         (pyairir.nn.prepacked)."""
         with inference_memory(self.fast):
-            x = prepacked.conv1x1(self.conv1, self.norm1(inp)) if self.fast else self.conv1(self.norm1(inp))
+            x = prepacked.conv(self.conv1, self.norm1(inp)) if self.fast else self.conv1(self.norm1(inp))
             if not self.fast:
                 x = self.sg(self.conv2(x))
                 x = self.dropout1(self.conv3(x * self.sca(x)))
@@ -69,8 +69,8 @@ class NAFBlock(nn.Module):
                 return y + x * self.gamma
             x = ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
             y = inp + self.dropout1(self.attended(x))
-            x = self.sg(prepacked.conv1x1(self.conv4, self.norm2(y)))
-            return y + self.dropout2(prepacked.conv1x1(self.conv5, x, self.gamma))
+            x = self.sg(prepacked.conv(self.conv4, self.norm2(y)))
+            return y + self.dropout2(prepacked.conv(self.conv5, x, self.gamma))
 
     def attended(self, x: torch.Tensor) -> torch.Tensor:
         """beta * conv3(SCA(x)) for the fast path, x (B, d/2, H, W). The global pool's 1x1 conv on one
@@ -83,7 +83,7 @@ class NAFBlock(nn.Module):
         else:
             scale = self.sca(x)
         if x.shape[-2] * x.shape[-1] < self.conv3.out_channels:
-            return prepacked.conv1x1(self.conv3, x * scale, self.beta)
+            return prepacked.conv(self.conv3, x * scale, self.beta)
         return scaled_conv1x1(self.conv3, x, self.beta, scale)
 
 

@@ -1,15 +1,17 @@
-"""1x1 convolutions whose weights oneDNN reorders once, not at every call, for inference.
+"""Convolutions whose weights oneDNN reorders once, not at every call, for inference.
 
 F.conv2d on a channels_last float32 tensor runs oneDNN, which first reorders the plain
-(cout, cin, 1, 1) weight into its blocked layout, at every call. Where the GEMM is small (NAFNet's
-deep levels: 512 channels at 16x16 pixels for a 256x256 image) that reorder of a cold weight costs
-about as much as the product itself. Here the reordered weight is kept per module, keyed on what
-it was made from (the storage and version counter of the weight, bias and scale, and the input's
-shape; the entry holds those tensors, so no replacement can take over their storage and match),
-and made again when any of it changes: an optimizer step, load_state_dict, an in-place update
-under no_grad, a new Parameter or `.to()` invalidates it (in-place writes through `.data`, which
-skip the version counter, do not). The copies live in a weak dictionary, so they go with their
-module and are never saved; they hold one more copy of those weights while the module lives.
+(cout, cin/groups, kh, kw) weight into its blocked layout, at every call. Where the GEMM is small
+(NAFNet's deep levels: 512 channels at 16x16 pixels for a 256x256 image) that reorder of a cold
+weight costs about as much as the product itself. Here the reordered weight is kept per module,
+keyed on what it was made from (the storage and version counter of the weight, bias and scale,
+and the input's shape and dtype; the entry holds those tensors, so no replacement can take over
+their storage and match), and made again when any of it changes: an optimizer step,
+load_state_dict, an in-place update under no_grad, a new Parameter or `.to()` invalidates it
+(in-place writes through `.data`, which skip the version counter, do not). A weight of another
+dtype than the input (a bf16 model computing in float32, pyairir.nn.fast.compute_dtype) is
+converted when it is packed. The copies live in a weak dictionary, so they go with their module
+and are never saved; they hold one more copy of those weights while the module lives.
 """
 
 from __future__ import annotations
@@ -31,29 +33,35 @@ def available() -> bool:
             and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"))
 
 
-def conv1x1(conv: nn.Conv2d, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """out_scale * conv(x) for a 1x1 convolution `conv` (cout, cin) with stride 1 and no padding,
-    x (B, cin, H, W), out_scale (1, cout, 1, 1) or None -> (B, cout, H, W).
+def conv(conv: nn.Conv2d, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """out_scale * conv(x) for a convolution `conv` (zero padding), x (B, cin, H, W) in float32 or
+    conv's dtype, out_scale (1, cout, 1, 1) or None -> (B, cout, H', W') in x's dtype.
 
     Prepacked (see the module's docstring) for x float32 channels_last on CPU with autograd off
-    and outside torch.compile; otherwise conv(x), or F.conv2d with the scale folded into the weight
-    and bias.
+    and outside torch.compile; otherwise F.conv2d with the weight and bias in x's dtype and the
+    scale folded into them.
     """
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise ValueError(f"prepacked.conv: conv must have numeric zero padding, got padding={conv.padding!r}, "
+                         f"padding_mode={conv.padding_mode!r}")
+    geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
     if not _packable(x, conv):
-        if out_scale is None:
+        if out_scale is None and conv.weight.dtype == x.dtype:
             return conv(x)
-        return F.conv2d(x, *_scaled(conv, out_scale))
+        weight, bias = _scaled(conv, out_scale)
+        return F.conv2d(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), conv.stride, conv.padding,
+                        conv.dilation, conv.groups)
     sources = tuple(t for t in (conv.weight, conv.bias, out_scale) if t is not None)
-    key = (tuple(x.shape), tuple((t.data_ptr(), t._version) for t in sources))
+    key = (tuple(x.shape), x.dtype, tuple((t.data_ptr(), t._version) for t in sources))
     cached = _PACKED.get(conv)
     if cached is None or cached[0] != key:
         weight, bias = _scaled(conv, out_scale)
-        packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), [0, 0], [1, 1], [1, 1],
-                                                           1, list(x.shape))
-        cached = (key, sources, packed, bias)
+        weight = weight.to(x.dtype).contiguous().to_mkldnn()
+        packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight, *geometry, list(x.shape))
+        cached = (key, sources, packed, None if bias is None else bias.to(x.dtype))
         _PACKED[conv] = cached
     *_, packed, bias = cached
-    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, [0, 0], [1, 1], [1, 1], 1, "none", [None], "")
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, *geometry, "none", [None], "")
 
 
 def _scaled(conv: nn.Conv2d, out_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -66,5 +74,5 @@ def _scaled(conv: nn.Conv2d, out_scale: torch.Tensor | None) -> tuple[torch.Tens
 
 def _packable(x: torch.Tensor, conv: nn.Conv2d) -> bool:
     return (not torch.is_grad_enabled() and not torch.compiler.is_compiling() and x.device.type == "cpu"
-            and x.dtype == torch.float32 and conv.weight.dtype == torch.float32 and x.dim() == 4
+            and x.dtype == torch.float32 and x.dim() == 4
             and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 and available())

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyairir import ops
-from pyairir.nn.fast import like
+from pyairir.nn.fast import compute_dtype, conv, like
 
 
 class PromptGenBlock(nn.Module):
@@ -30,8 +30,12 @@ class PromptGenBlock(nn.Module):
         self.fast = fast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.linear_layer(x.mean(dim=(-2, -1)))  # (B, prompt_len)
-        return self.conv3x3(self.route(logits, x.shape[-2:]))
+        """fast: a bf16 x computes in float32 where the CPU has no bf16 arithmetic
+        (pyairir.nn.fast.compute_dtype); the prompt is in x's dtype."""
+        features = x.to(compute_dtype(self.fast, x))
+        linear = self.linear_layer
+        logits = F.linear(features.mean(dim=(-2, -1)), like(linear.weight, features), like(linear.bias, features))
+        return conv(self.conv3x3, self.route(logits, x.shape[-2:])).to(x.dtype)  # logits (B, prompt_len)
 
     def route(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Gate logits (B, prompt_len) -> the weighted prompt resized to size, (B, prompt_dim, *size)."""

@@ -1,6 +1,7 @@
-"""pyairir.nn.prepacked: a 1x1 convolution with its weight reordered once for oneDNN equals
-F.conv2d, follows every change of its weight, bias, scale and input shape, and stays out of the
-way of autograd and of layouts oneDNN does not take."""
+"""pyairir.nn.prepacked: a convolution with its weight reordered once for oneDNN equals F.conv2d
+(1x1, 3x3, strided, dilated, depthwise; a bf16 weight on a float32 input), follows every change of
+its weight, bias, scale and input shape, and stays out of the way of autograd and of layouts oneDNN
+does not take."""
 
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ def test_equals_conv2d_and_is_made_once(bias, scaled):
     conv, x = conv_and_input(bias=bias)
     scale = torch.randn(1, 48, 1, 1) if scaled else None
     with torch.no_grad():
-        out = prepacked.conv1x1(conv, x, scale)
+        out = prepacked.conv(conv, x, scale)
         packed = prepacked._PACKED[conv][1]
-        again = prepacked.conv1x1(conv, x, scale)
+        again = prepacked.conv(conv, x, scale)
         torch.testing.assert_close(out, expected(conv, x, scale), rtol=1e-6, atol=1e-6)
     assert torch.equal(again, out) and prepacked._PACKED[conv][1] is packed
     assert out.is_contiguous(memory_format=torch.channels_last)
@@ -50,7 +51,7 @@ def test_follows_every_change(change):
     conv, x = conv_and_input()
     scale = torch.randn(1, 48, 1, 1)
     with torch.no_grad():
-        prepacked.conv1x1(conv, x, scale)
+        prepacked.conv(conv, x, scale)
         if change == "weight in place":
             conv.weight.mul_(-2)
         elif change == "bias in place":
@@ -67,18 +68,18 @@ def test_follows_every_change(change):
             conv.double().float()
         else:
             x = torch.randn(1, 32, 5, 11).contiguous(memory_format=torch.channels_last)
-        torch.testing.assert_close(prepacked.conv1x1(conv, x, scale), expected(conv, x, scale), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(prepacked.conv(conv, x, scale), expected(conv, x, scale), rtol=1e-6, atol=1e-6)
 
 
 def test_autograd_and_nchw_take_the_plain_convolution():
     conv, x = conv_and_input()
     scale = torch.randn(1, 48, 1, 1, requires_grad=True)
-    out = prepacked.conv1x1(conv, x, scale)
+    out = prepacked.conv(conv, x, scale)
     out.sum().backward()
     assert conv.weight.grad is not None and scale.grad is not None
     with torch.no_grad():
         nchw = x.contiguous()
-        torch.testing.assert_close(prepacked.conv1x1(conv, nchw), conv(nchw))
+        torch.testing.assert_close(prepacked.conv(conv, nchw), conv(nchw))
     assert conv not in prepacked._PACKED
 
 
@@ -102,3 +103,37 @@ def test_nafblock_inference(size, dtype):
     if dtype == torch.float32:
         packed = {fast.conv1, fast.conv4, fast.conv5} | ({fast.conv3} if size == (3, 4) else set())
         assert packed <= set(prepacked._PACKED)
+
+
+@pytest.mark.parametrize("geometry", [dict(kernel_size=3, padding=1), dict(kernel_size=3, padding=2, dilation=2),
+                                      dict(kernel_size=3, padding=1, stride=2), dict(kernel_size=5, padding=(2, 1)),
+                                      dict(kernel_size=3, padding=1, groups=32)],
+                         ids=["3x3", "dilated", "strided", "5x5-uneven-padding", "depthwise"])
+def test_any_geometry(geometry):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(32, 32, **geometry)
+    x = torch.randn(2, 32, 9, 7).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = prepacked.conv(conv, x)
+        assert conv in prepacked._PACKED
+        torch.testing.assert_close(out, conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_weight_on_float32_input():
+    """A bf16 model's convolution computing in float32: the weight converted (exactly) when packed;
+    with autograd on, F.conv2d on the converted weight. Both equal the float32 convolution of the
+    bf16 values."""
+    conv, x = conv_and_input()
+    conv.bfloat16()
+    exact = nn.Conv2d(32, 48, 1)
+    exact.load_state_dict({k: v.float() for k, v in conv.state_dict().items()})
+    with torch.no_grad():
+        torch.testing.assert_close(prepacked.conv(conv, x), exact(x), rtol=1e-6, atol=1e-6)
+    assert conv in prepacked._PACKED
+    torch.testing.assert_close(prepacked.conv(conv, x), exact(x), rtol=1e-6, atol=1e-6)
+
+
+def test_padding_it_cannot_take():
+    conv = nn.Conv2d(4, 4, 3, padding="same", padding_mode="reflect")
+    with pytest.raises(ValueError, match="prepacked.conv: conv must have numeric zero padding, got padding='same'"):
+        prepacked.conv(conv, torch.zeros(1, 4, 5, 5))

@@ -274,7 +274,7 @@ def _write_json(rows, limits, reuse: bool, huge_pages: bool) -> None:
     data = {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
         "cpu": cpu_description(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "reuse_freed_memory": reuse, "huge_pages": huge_pages,
+        "reuse_freed_memory": reuse, "huge_pages": huge_pages, "float32_for_bf16": pyairir.runtime.float32_for_bf16(),
         "medians": {f"{g} | {v}": t for (g, v), t in RESULTS.items()},
         "ratios": [{"claim": c.what, "unit": unit(c.group), "larger": a, "smaller": b, "ratio": r,
                     "target": c.target_text(), "met": c.met(r)} for c, a, b, r in rows],

@@ -40,6 +40,15 @@ def _huge_pages(data: dict) -> str:
     return f", huge pages {'on' if data['huge_pages'] else 'off'} (`pyairir.runtime.huge_pages()`)"
 
 
+def _bf16_mode(data: dict) -> str:
+    if "float32_for_bf16" not in data:  # runs before the field was recorded
+        return ""
+    if data["float32_for_bf16"]:
+        return ("; this CPU has no bf16 arithmetic, so the fast bf16 models computed their layers in fp32 "
+                "from the bf16 weights and activations (`pyairir.runtime.float32_for_bf16()`; README, bf16)")
+    return "; the fast bf16 models computed in bf16 (`pyairir.runtime.float32_for_bf16()` off)"
+
+
 def render(data: dict) -> str:
     missed_ratios = [row for row in data["ratios"] if row["met"] is False]
     missed_limits = [row for row in data.get("limits", []) if not row["met"]]
@@ -60,7 +69,7 @@ def render(data: dict) -> str:
         "classes' computations, state_dict keys and outputs, checked by tests/test_official_like.py) holding "
         "the same weights as the fast model; `torch.compile` compiles that official structure (default "
         "options, and `freezing=True`); bf16 rows compare the same bf16 weights, autocast rows fp32 weights "
-        "under `torch.autocast`. The op baselines are the official computations the ops replace "
+        f"under `torch.autocast`{_bf16_mode(data)}. The op baselines are the official computations the ops replace "
         "(pyairir.reference, written as the official code computes; LUPI's FiLM has no official code).",
         "",
     ]

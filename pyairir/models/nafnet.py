@@ -20,6 +20,7 @@ from torch import nn
 from pyairir.models.checks import check_model_input
 from pyairir.models.protocol import Encoded, Inject, no_injection
 from pyairir.nn import LocalAvgPool2d, NAFBlock
+from pyairir.nn.fast import standalone_conv
 
 
 class NAFNet(nn.Module):
@@ -30,6 +31,7 @@ class NAFNet(nn.Module):
     def __init__(self, img_channel: int = 3, width: int = 16, middle_blk_num: int = 1,
                  enc_blk_nums: tuple[int, ...] = (), dec_blk_nums: tuple[int, ...] = ()) -> None:
         super().__init__()
+        self.fast = False  # set by pyairir.nn.set_fast, as on the model's blocks
         self.img_channel, self.width = img_channel, width
         self.intro = nn.Conv2d(img_channel, width, kernel_size=3, padding=1, bias=True)
         self.ending = nn.Conv2d(width, img_channel, kernel_size=3, padding=1, bias=True)
@@ -65,12 +67,12 @@ class NAFNet(nn.Module):
         check_model_input(inp, type(self).__name__, self.img_channel)
         size = tuple(inp.shape[-2:])
         inp = self.check_image_size(inp)
-        x = self.intro(inp)
+        x = self._conv(self.intro, inp)
         levels = {}
         for i, (encoder, down) in enumerate(zip(self.encoders, self.downs)):
             x = encoder(x)
             levels[f"level{i + 1}"] = x
-            x = down(x)
+            x = self._conv(down, x)
         levels["latent"] = self.middle_blks(x)
         return Encoded(levels, inp, size)
 
@@ -79,13 +81,19 @@ class NAFNet(nn.Module):
         x = inject("latent", encoded.levels["latent"])
         for i, (decoder, up) in enumerate(zip(self.decoders, self.ups)):
             level = f"level{depth - i}"
-            x = inject(level, decoder(up(x) + encoded.levels[level]))
-        x = self.ending(x) + encoded.image
+            conv, shuffle = up
+            x = inject(level, decoder(shuffle(self._conv(conv, x)) + encoded.levels[level]))
+        x = self._conv(self.ending, x) + encoded.image
         h, w = encoded.size
         return x[:, :, :h, :w]
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(inp))
+
+    def _conv(self, module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """module(x); with fast set, a bf16 x computes in float32 where the CPU has no bf16 arithmetic
+        (pyairir.nn.fast.standalone_conv)."""
+        return standalone_conv(module, x, self.fast)
 
     def check_image_size(self, x: torch.Tensor) -> torch.Tensor:
         """Zero-pads x (B, C, H, W) right and bottom to multiples of padder_size."""

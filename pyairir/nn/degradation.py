@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyairir import ops
+from pyairir.nn.fast import compute_dtype, conv
 
 
 def degradation_encoder(width: int) -> nn.Sequential:
@@ -76,6 +77,8 @@ class DegradationAwareBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.mlp(prior).to(x.dtype).chunk(2, dim=1)  # (B, C) each
-        if self.fast:
-            return x + self.conv(ops.film_gelu(x, gamma.contiguous(), beta.contiguous()))
+        if self.fast:  # a bf16 x computes in float32 where the CPU has no bf16 arithmetic (compute_dtype)
+            dtype = compute_dtype(self.fast, x)
+            modulated = ops.film_gelu(x.to(dtype), gamma.to(dtype).contiguous(), beta.to(dtype).contiguous())
+            return x + conv(self.conv, modulated).to(x.dtype)
         return x + self.conv(F.gelu(gamma[:, :, None, None] * x + beta[:, :, None, None]))

@@ -15,7 +15,8 @@ from torch import nn
 
 from pyairir import ops
 from pyairir.nn import prepacked
-from pyairir.nn.fast import inference_memory, like
+from pyairir.nn.fast import compute_dtype, inference_memory, like
+from pyairir.nn.fast import conv as fast_conv
 from pyairir.nn.layer_norm import LayerNorm2d
 
 
@@ -58,7 +59,11 @@ class NAFBlock(nn.Module):
         the per-channel scales (beta, gamma, and for one image the global SCA) into the 1x1 convolutions'
         weights, sparing three passes over the activations; at inference the weights of conv1, conv4,
         conv5 (and conv3, see `attended`) are reordered for oneDNN once, not at every call
-        (pyairir.nn.prepacked)."""
+        (pyairir.nn.prepacked). A bf16 inp computes in float32 where the CPU has no bf16 arithmetic
+        (pyairir.nn.fast.compute_dtype); the output is in inp's dtype."""
+        dtype = compute_dtype(self.fast, inp)
+        if dtype != inp.dtype:
+            return self.forward(inp.to(dtype)).to(inp.dtype)
         with inference_memory(self.fast):
             x = prepacked.conv(self.conv1, self.norm1(inp)) if self.fast else self.conv1(self.norm1(inp))
             if not self.fast:
@@ -79,9 +84,9 @@ class NAFBlock(nn.Module):
         than scaling (and reordering) the weight, which then stays prepacked."""
         pool, conv = self.sca
         if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
-            scale = F.linear(x.mean((2, 3)), conv.weight.flatten(1), conv.bias)[..., None, None]
+            scale = F.linear(x.mean((2, 3)), like(conv.weight.flatten(1), x), like(conv.bias, x))[..., None, None]
         else:
-            scale = self.sca(x)
+            scale = fast_conv(conv, pool(x))
         if x.shape[-2] * x.shape[-1] < self.conv3.out_channels:
             return prepacked.conv(self.conv3, x * scale, self.beta)
         return scaled_conv1x1(self.conv3, x, self.beta, scale)
@@ -100,4 +105,4 @@ def scaled_conv1x1(conv: nn.Conv2d, x: torch.Tensor, out_scale: torch.Tensor,
         else:
             x = x * in_scale
     bias = None if conv.bias is None else out_scale.reshape(-1) * conv.bias
-    return F.conv2d(x, weight, bias)
+    return F.conv2d(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyairir import ops, reference
-from pyairir.nn.fast import like
+from pyairir.nn.fast import compute_dtype, conv, like
 from pyairir.nn.layer_norm import LayerNorm
 
 
@@ -45,13 +45,13 @@ class CrossAttention(nn.Module):
         self.fast = fast
 
     def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor) -> torch.Tensor:
-        k, v = self.kv_dwconv(self.kv(x_kv)).chunk(2, dim=1)
-        q = self.q_dwconv(self.q(x_q))
+        k, v = conv(self.kv_dwconv, conv(self.kv, x_kv)).chunk(2, dim=1)
+        q = conv(self.q_dwconv, conv(self.q, x_q))
         if self.fast:
             out = ops.proxy_attention(q, k, v, like(self.temperature, q), self.num_heads)
         else:
             out = reference.proxy_attention(q, k, v, self.temperature, self.num_heads)
-        return self.project_out(out)
+        return conv(self.project_out, out)
 
 
 class DualGateFeedForward(nn.Module):
@@ -66,8 +66,8 @@ class DualGateFeedForward(nn.Module):
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x2) * x1 + F.gelu(x1) * x2)
+        x1, x2 = conv(self.dwconv, conv(self.project_in, x)).chunk(2, dim=1)
+        return conv(self.project_out, F.gelu(x2) * x1 + F.gelu(x1) * x2)
 
 
 class ProxyFusionBlock(nn.Module):
@@ -90,7 +90,12 @@ class ProxyFusionBlock(nn.Module):
         self.ffn = DualGateFeedForward(dim, ffn_expansion_factor, bias)
 
     def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor) -> torch.Tensor:
-        """x_q (B, C, Hq, Wq) attends to x_kv (B, C, Hk, Wk) -> (B, C, Hq, Wq)."""
+        """x_q (B, C, Hq, Wq) attends to x_kv (B, C, Hk, Wk) -> (B, C, Hq, Wq). Fast: a bf16 x_q computes
+        in float32 where the CPU has no bf16 arithmetic (pyairir.nn.fast.compute_dtype); the output is
+        in x_q's dtype."""
+        dtype = compute_dtype(self.attn.fast, x_q)
+        if dtype != x_q.dtype:
+            return self.forward(x_q.to(dtype), x_kv.to(dtype)).to(x_q.dtype)
         x_q = self.norm11(x_q)
         y = x_q + self.attn(x_q, self.norm12(x_kv))
         return y + self.ffn(self.norm2(y))

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyairir import ops
-from pyairir.nn.fast import like
+from pyairir.nn.fast import compute_dtype, conv, like
 
 
 class SparsePromptModule(nn.Module):
@@ -47,9 +47,12 @@ class SparsePromptModule(nn.Module):
         return self.prompt_param.shape[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, lin_dim, H, W) -> prompt (B, prompt_dim, H, W)."""
-        logits = self.linear_layer(x.mean(dim=(-2, -1)))  # (B, n)
-        return self.conv3x3(self.route(logits, x.shape[-2:]).to(x.dtype))
+        """x (B, lin_dim, H, W) -> prompt (B, prompt_dim, H, W). fast: a bf16 x computes in float32 where
+        the CPU has no bf16 arithmetic (pyairir.nn.fast.compute_dtype); the prompt is in x's dtype."""
+        features = x.to(compute_dtype(self.fast, x))
+        linear = self.linear_layer
+        logits = F.linear(features.mean(dim=(-2, -1)), like(linear.weight, features), like(linear.bias, features))
+        return conv(self.conv3x3, self.route(logits, x.shape[-2:]).to(features.dtype)).to(x.dtype)  # logits (B, n)
 
     def route(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Gate logits (B, n) -> the prompt of the selected components resized to size, (B, C, *size);

@@ -1,6 +1,6 @@
 """pyairir.runtime.float32_for_bf16: on a CPU without bf16 arithmetic (or when set), a fast bf16
 model computes its layers in float32 from bf16 inputs and weights and hands bf16 from layer to
-layer: no convolution or matrix product sees a bf16 operand, every Transformer block returns bf16,
+layer: no convolution or matrix product sees a bf16 operand, every block (Transformer, NAF) returns bf16,
 and the output is as close to the float32 model as the bf16 path that computes in bf16."""
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from torch.utils._pytree import tree_leaves
 
 import pyairir
 from pyairir import runtime
-from pyairir.nn import TransformerBlock
+from pyairir.nn import NAFBlock, TransformerBlock
 from pyairir.nn.fast import compute_dtype
 from tests.models.test_models import TINY
 
 PRODUCTS = {"aten.convolution", "mkldnn._convolution_pointwise", "aten.mm", "aten.bmm", "aten.addmm",
-            "pyairir.mdta", "pyairir.gated_gelu"}
+            "pyairir.mdta", "pyairir.gated_gelu", "pyairir.proxy_attention", "pyairir.topk_prompt",
+            "pyairir.film_gelu"}
 
 
 @pytest.fixture
@@ -31,15 +32,20 @@ def setting():
 
 
 class ProductDtypes(TorchDispatchMode):
-    """The dtypes of the tensor operands of every convolution, matrix product and fused op."""
+    """The dtypes of the tensor operands of every convolution, matrix product and fused op (`dtypes`),
+    and the ops that saw a bf16 operand (`bf16`)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.dtypes: set[torch.dtype] = set()
+        self.bf16: set[str] = set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if str(func.overloadpacket) in PRODUCTS:
-            self.dtypes |= {t.dtype for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        name = str(func.overloadpacket)
+        if name in PRODUCTS:
+            dtypes = {t.dtype for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+            self.dtypes |= dtypes
+            self.bf16 |= {name} if torch.bfloat16 in dtypes else set()
         return func(*args, **(kwargs or {}))
 
 
@@ -85,7 +91,7 @@ def test_compute_dtype(setting):
 
 
 def run_bf16(name: str):
-    """(fp32 output, bf16 output, product operand dtypes, dtypes the Transformer blocks returned)."""
+    """(fp32 output, bf16 output, product operand dtypes, dtypes the blocks returned)."""
     torch.manual_seed(0)
     model = pyairir.create_model(name, fast=True, **TINY[name]).eval()
     x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))
@@ -94,7 +100,7 @@ def run_bf16(name: str):
         pyairir.nn.set_fast(model.bfloat16())
         returned = set()
         hooks = [m.register_forward_hook(lambda _, __, out: returned.add(out.dtype))
-                 for m in model.modules() if isinstance(m, TransformerBlock)]
+                 for m in model.modules() if isinstance(m, (TransformerBlock, NAFBlock))]
         with ProductDtypes() as products:
             out = model(x.bfloat16())
         for hook in hooks:
@@ -102,7 +108,7 @@ def run_bf16(name: str):
     return reference, out, products.dtypes, returned
 
 
-@pytest.mark.parametrize("name", ["restormer", "promptir", "adair"])
+@pytest.mark.parametrize("name", ["restormer", "promptir", "adair", "nafnet_sidd_w32", "nafnet_gopro_w32"])
 def test_fast_bf16_model_computes_in_float32(name, setting):
     setting(True)
     reference, out, products, returned = run_bf16(name)
@@ -114,3 +120,28 @@ def test_fast_bf16_model_computes_in_float32(name, setting):
     error, error_in_bf16 = ((o.float() - reference).abs().max().item() for o in (out, in_bf16))
     ulp = reference.abs().max().item() * 2 ** -8
     assert error <= 2 * error_in_bf16 + ulp, (error, error_in_bf16)
+
+
+@pytest.mark.parametrize("paradigm", ["sipl", "cpl", "lupi"])
+def test_paradigm_layers_compute_in_float32(paradigm, setting):
+    """SIPL's Proxy Fusion, CPL's sparse prompts and LUPI's Degradation-aware Blocks on a fast bf16
+    PromptIR: their products see no bf16 operand (LUPI's degradation predictor, a small CNN on the
+    image, and the FiLM MLPs on the prior vector still compute in bf16), the output is bf16."""
+    from tests.paradigms.common import batch
+    from tests.paradigms.test_fast import build
+
+    torch.manual_seed(0)
+    model = pyairir.nn.set_fast(build(paradigm).eval().bfloat16())
+    degraded = batch(size=24)[0].bfloat16()
+    setting(True)
+    with torch.no_grad(), ProductDtypes() as products:
+        out = model(degraded)
+    assert out.dtype == torch.bfloat16
+    if paradigm == "lupi":
+        assert "pyairir.film_gelu" not in products.bf16 and "pyairir.mdta" not in products.bf16, products.bf16
+    else:
+        assert not products.bf16, products.bf16
+    setting(False)
+    with torch.no_grad(), ProductDtypes() as products:
+        model(degraded)
+    assert {"pyairir.film_gelu" if paradigm == "lupi" else "pyairir.mdta"} <= products.bf16

@@ -21,8 +21,9 @@ TOLERANCES = {torch.float64: (1e-12, 1e-12), torch.float32: (5e-6, 5e-6)}
 def sample_inputs(dtype=torch.float64, tiny=False):
     """(x, dw_weight, dw_bias, gelu): GDFN shapes (2h = 2 * int(C * 2.66) for C in 40, 48, 80, 176),
     NAFNet's SimpleGate with and without its depthwise conv, odd H and W, both layouts. The last
-    shape spans several of the channels_last forward's tiles (at 936 channels 8-15 pixels wide, the
-    last one partial) and two of its 32-row bands."""
+    shape spans several of the channels_last forward's tiles: its 35 rows in two bands of 18 and 17,
+    its 19 columns in two tiles of 10 and 9 in float32 (as wide as the ring allows: 15) and three of
+    8, 8 and 3 in float64."""
     generator = torch.Generator().manual_seed(0)
     shapes = [(1, 6, 3, 2), (2, 4, 1, 5)] if tiny else [(1, 212, 7, 9), (2, 254, 5, 3), (1, 424, 3, 11),
                                                          (1, 936, 2, 3), (2, 64, 13, 17), (1, 936, 35, 19)]

@@ -44,6 +44,17 @@ def standalone_conv(module: nn.Conv2d, x: torch.Tensor, fast: bool) -> torch.Ten
     return conv(module, x.to(compute_dtype(fast, x))).to(x.dtype)
 
 
+def residual(x: torch.Tensor, y: torch.Tensor, fast: bool) -> torch.Tensor:
+    """x + y for a block's residual connection, y the fresh output of the block's layer (nothing else
+    holds it): in fast inference (autograd off, not traced) added into y in place, which spares
+    writing a new tensor (an in-place add of two 96 x 512 x 512 float32 maps took 6.5 ms on a Xeon,
+    the out-of-place one 10.4 ms with its output from the memory cache, 16 ms without)."""
+    if (fast and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and y.shape == x.shape
+            and y.dtype == x.dtype and y.stride() == x.stride() and y.data_ptr() != x.data_ptr()):
+        return y.add_(x)
+    return x + y
+
+
 def like(t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
     """t in x's dtype: a module's parameter for an op whose inputs must share one dtype, e.g. fp32
     weights meeting bf16 activations under torch.autocast."""

@@ -15,7 +15,7 @@ from torch import nn
 
 from pyairir import ops
 from pyairir.nn import prepacked
-from pyairir.nn.fast import compute_dtype, inference_memory, like
+from pyairir.nn.fast import compute_dtype, inference_memory, like, residual
 from pyairir.nn.fast import conv as fast_conv
 from pyairir.nn.layer_norm import LayerNorm2d
 
@@ -73,9 +73,9 @@ class NAFBlock(nn.Module):
                 x = self.dropout2(self.conv5(self.sg(self.conv4(self.norm2(y)))))
                 return y + x * self.gamma
             x = ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
-            y = inp + self.dropout1(self.attended(x))
+            y = residual(inp, self.dropout1(self.attended(x)), self.fast)
             x = self.sg(prepacked.conv(self.conv4, self.norm2(y)))
-            return y + self.dropout2(prepacked.conv(self.conv5, x, self.gamma))
+            return residual(y, self.dropout2(prepacked.conv(self.conv5, x, self.gamma)), self.fast)
 
     def attended(self, x: torch.Tensor) -> torch.Tensor:
         """beta * conv3(SCA(x)) for the fast path, x (B, d/2, H, W). The global pool's 1x1 conv on one

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyairir import ops, reference
-from pyairir.nn.fast import compute_dtype, conv, like
+from pyairir.nn.fast import compute_dtype, conv, like, residual
 from pyairir.nn.layer_norm import LayerNorm
 
 
@@ -97,5 +97,5 @@ class ProxyFusionBlock(nn.Module):
         if dtype != x_q.dtype:
             return self.forward(x_q.to(dtype), x_kv.to(dtype)).to(x_q.dtype)
         x_q = self.norm11(x_q)
-        y = x_q + self.attn(x_q, self.norm12(x_kv))
-        return y + self.ffn(self.norm2(y))
+        y = residual(x_q, self.attn(x_q, self.norm12(x_kv)), self.attn.fast)
+        return residual(y, self.ffn(self.norm2(y)), self.attn.fast)

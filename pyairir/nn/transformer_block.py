@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pyairir.nn.fast import inference_memory
+from pyairir.nn.fast import inference_memory, residual
 from pyairir.nn.gdfn import GDFN
 from pyairir.nn.layer_norm import LayerNorm
 from pyairir.nn.mdta import MDTA
@@ -25,6 +25,7 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x + attn(norm1(x)), then x + ffn(norm2(x)) (Restormer Fig. 2); each norm runs inside its
         sublayer, which lets fast inference band it with the sublayer's projections."""
-        with inference_memory(self.attn.fast):
-            x = x + self.attn(x, self.norm1)
-            return x + self.ffn(x, self.norm2)
+        fast = self.attn.fast
+        with inference_memory(fast):
+            x = residual(x, self.attn(x, self.norm1), fast)
+            return residual(x, self.ffn(x, self.norm2), fast)

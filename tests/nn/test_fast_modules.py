@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pyairir.nn import GDFN, MDTA, LayerNorm, LayerNorm2d, NAFBlock, TransformerBlock, set_fast
+from pyairir.nn.fast import residual
 
 # name -> (factory, input channels)
 MODULES = {
@@ -98,3 +99,21 @@ def test_inference_in_bands_equals_whole_image(monkeypatch, name, channels_last)
         banded_out = fast(x)
     assert len(calls) == 1 + 5  # 19 rows in bands of 4
     torch.testing.assert_close(banded_out, whole, atol=1e-12, rtol=1e-12)
+
+
+def test_residual_adds_in_place_only_into_a_fresh_output():
+    """pyairir.nn.fast.residual: in fast inference x + y is written into y (x untouched); with
+    autograd, without fast, on another layout, or where y is x itself, a new tensor."""
+    x = torch.randn(1, 8, 5, 7).contiguous(memory_format=torch.channels_last)
+    y = torch.randn(1, 8, 5, 7).contiguous(memory_format=torch.channels_last)
+    expected, before = x + y, x.clone()
+    with torch.no_grad():
+        out = residual(x, y.clone(), fast=True)
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+        assert torch.equal(x, before)
+        fresh = y.clone()
+        assert residual(x, fresh, fast=True) is fresh
+        for other in (residual(x, y, fast=False), residual(x, y.contiguous(), fast=True), residual(x, x, fast=True)):
+            assert other is not y and other is not x
+        assert torch.equal(x, before) and torch.equal(residual(x, x, fast=True), 2 * before)
+    assert residual(x, y, fast=True) is not y

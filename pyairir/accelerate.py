@@ -6,6 +6,8 @@ shapes), whichever package defined it — with the pyairir module that computes
 the same function with fused kernels, holding the very same parameter tensors:
 
     official class        recognised by                                     becomes
+    TransformerBlock      norm1, attn, norm2, ffn: LayerNorm, Attention,       pyairir.nn.TransformerBlock
+                          LayerNorm, FeedForward as below (Restormer's block)
     LayerNorm             body = WithBias_/BiasFree_LayerNorm with weight(s)   pyairir.nn.LayerNorm
     LayerNorm2d           weight, bias (C,) and eps (NAFNet, CPLIR)           pyairir.nn.LayerNorm2d
     Attention             temperature, qkv 1x1, qkv_dwconv 3x3 dw, project_out pyairir.nn.MDTA
@@ -17,7 +19,10 @@ the same function with fused kernels, holding the very same parameter tensors:
     Chanel_Cross_         the same, heads in `num_head` (AdaIR)              pyairir.nn.Chanel_Cross_Attention
       Attention
 
-A module whose name matches but whose structure does not is left alone and
+A whole TransformerBlock is swapped (its residual adds then run in place and its
+norms in the sublayers' bands of rows, as in pyairir's own block) when each of its
+four parts is recognised; otherwise its parts are swapped one by one. A module
+whose name matches but whose structure does not is left alone and
 reported as skipped, with the reason. Look-alikes with other names (e.g. SIPL's
 DualGate_FeedForward, which has GDFN's parameters but another gate) are never
 touched.
@@ -31,7 +36,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from pyairir.nn import GDFN, MDTA, Chanel_Cross_Attention, LayerNorm, LayerNorm2d, NAFBlock, PromptGenBlock, set_fast
+from pyairir.nn import (GDFN, MDTA, Chanel_Cross_Attention, LayerNorm, LayerNorm2d, NAFBlock, PromptGenBlock,
+                        TransformerBlock, set_fast)
 from pyairir.nn.proxy_fusion import CrossAttention
 from pyairir.nn.fast import is_pyairir as _is_pyairir
 
@@ -203,6 +209,28 @@ def _prompt_gen_block(module: nn.Module) -> nn.Module:
     return replacement
 
 
+def _transformer_block(module: nn.Module) -> nn.Module | None:
+    """Restormer's block, x + attn(norm1(x)) then x + ffn(norm2(x)), as pyairir's TransformerBlock;
+    None (its parts are then swapped one by one) unless all four parts are recognised."""
+    parts = {"norm1": ("LayerNorm", _layer_norm), "attn": (("Attention", "MDTA"), _attention),
+             "norm2": ("LayerNorm", _layer_norm), "ffn": (("FeedForward", "GDFN"), _feed_forward)}
+    replacements = {}
+    for name, (kinds, recognise) in parts.items():
+        part = getattr(module, name, None)
+        if not isinstance(part, nn.Module) or type(part).__name__ not in kinds:
+            return None
+        try:
+            replacements[name] = part if _is_pyairir(part) else recognise(part)
+        except Mismatch:
+            return None
+        if replacements[name] is None:
+            return None
+    replacement = _new(TransformerBlock, 1, 1, 1.0, False, "WithBias")
+    for name, part in replacements.items():
+        setattr(replacement, name, part)
+    return replacement
+
+
 def _replace_norm_2d(norm: nn.Module) -> nn.Module:
     _expect(type(norm).__name__ == "LayerNorm2d", f"its norm is {type(norm).__name__}, not LayerNorm2d")
     return _layer_norm_2d(norm)
@@ -211,6 +239,7 @@ def _replace_norm_2d(norm: nn.Module) -> nn.Module:
 # Official class name -> recogniser: returns the replacement, None to look inside instead,
 # or raises Mismatch.
 RECOGNISERS: dict[str, Callable[[nn.Module], nn.Module | None]] = {
+    "TransformerBlock": _transformer_block,
     "LayerNorm": _layer_norm,
     "LayerNorm2d": _layer_norm_2d,
     "Attention": _attention,

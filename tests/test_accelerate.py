@@ -28,9 +28,9 @@ def test_swaps_the_official_blocks_and_keeps_the_output():
     parameters = {k: id(v) for k, v in model.named_parameters()}
     report = pyairir.accelerate(model)
     kinds = sorted(s.replacement for s in report.swapped)
-    assert kinds.count("pyairir.nn.LayerNorm") == 6
-    assert kinds.count("pyairir.nn.MDTA") == 3
-    assert kinds.count("pyairir.nn.GDFN") == 2  # not the DualGate_FeedForward
+    assert kinds.count("pyairir.nn.TransformerBlock") == 2  # blocks 0 and 1, whole
+    assert kinds.count("pyairir.nn.LayerNorm") == 2 and kinds.count("pyairir.nn.MDTA") == 1  # block 2's parts
+    assert kinds.count("pyairir.nn.GDFN") == 0  # not the DualGate_FeedForward
     assert kinds.count("pyairir.nn.NAFBlock") == 1
     assert type(model.blocks[2].ffn).__name__ == "DualGate_FeedForward"
     assert {k: id(v) for k, v in model.named_parameters()} == parameters  # the same Parameter objects
@@ -67,15 +67,15 @@ def test_accelerating_twice_changes_nothing():
 
 WHOLE = {  # official-structure models (tests/official_like.py) and what accelerate() swaps in them
     "restormer": (lambda: official_like.Restormer(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
-                  {"LayerNorm": 16, "MDTA": 8, "GDFN": 8}),  # 8 Transformer blocks
+                  {"TransformerBlock": 8}),
     "promptir": (lambda: official_like.PromptIR(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
-                 {"LayerNorm": 22, "MDTA": 11, "GDFN": 11, "PromptGenBlock": 3}),  # + 3 noise blocks
+                 {"TransformerBlock": 11, "PromptGenBlock": 3}),  # 8 + 3 noise blocks
     "sipl": (lambda: official_like.PromptIR_ProxyFusion(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
-             {"LayerNorm": 40, "MDTA": 11, "GDFN": 11, "PromptGenBlock": 3, "CrossAttention": 6}),  # + 6 cross blocks
+             {"TransformerBlock": 11, "PromptGenBlock": 3, "LayerNorm": 18, "CrossAttention": 6}),  # 6 cross blocks' parts
     "nafnet": (lambda: official_like.NAFNet(width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1]),
                {"NAFBlock": 5}),
     "adair": (lambda: official_like.AdaIR(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
-              {"LayerNorm": 16, "MDTA": 8, "GDFN": 8, "Chanel_Cross_Attention": 9}),  # 3 per FreModule
+              {"TransformerBlock": 8, "Chanel_Cross_Attention": 9}),  # 3 per FreModule
 }
 
 

@@ -33,46 +33,43 @@ def available() -> bool:
             and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"))
 
 
-def conv(conv: nn.Conv2d, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """out_scale * conv(x) for a convolution `conv` (zero padding), x (B, cin, H, W) in float32 or
-    conv's dtype, out_scale (1, cout, 1, 1) or None -> (B, cout, H', W') in x's dtype.
+def conv(module: nn.Conv2d, x: torch.Tensor, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """out_scale * module(x) for a convolution `module`, x (B, cin, H, W) in float32 or module's
+    dtype, out_scale (1, cout, 1, 1) or None -> (B, cout, H', W') in x's dtype.
 
-    Prepacked (see the module's docstring) for x float32 channels_last on CPU with autograd off
-    and outside torch.compile; otherwise F.conv2d with the weight and bias in x's dtype and the
-    scale folded into them.
+    Prepacked (see the module's docstring) for x float32 channels_last on CPU with autograd off,
+    outside torch.compile, and numeric zero padding; otherwise the module's own convolution with
+    its weight and bias in x's dtype and the scale folded into them.
     """
-    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-        raise ValueError(f"prepacked.conv: conv must have numeric zero padding, got padding={conv.padding!r}, "
-                         f"padding_mode={conv.padding_mode!r}")
-    geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
-    if not _packable(x, conv):
-        if out_scale is None and conv.weight.dtype == x.dtype:
-            return conv(x)
-        weight, bias = _scaled(conv, out_scale)
-        return F.conv2d(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), conv.stride, conv.padding,
-                        conv.dilation, conv.groups)
-    sources = tuple(t for t in (conv.weight, conv.bias, out_scale) if t is not None)
+    if not _packable(x, module):
+        if out_scale is None and module.weight.dtype == x.dtype:
+            return module(x)
+        weight, bias = _scaled(module, out_scale)
+        return module._conv_forward(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
+    geometry = (list(module.padding), list(module.stride), list(module.dilation), module.groups)
+    sources = tuple(t for t in (module.weight, module.bias, out_scale) if t is not None)
     key = (tuple(x.shape), x.dtype, tuple((t.data_ptr(), t._version) for t in sources))
-    cached = _PACKED.get(conv)
+    cached = _PACKED.get(module)
     if cached is None or cached[0] != key:
-        weight, bias = _scaled(conv, out_scale)
+        weight, bias = _scaled(module, out_scale)
         weight = weight.to(x.dtype).contiguous().to_mkldnn()
         packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight, *geometry, list(x.shape))
         cached = (key, sources, packed, None if bias is None else bias.to(x.dtype))
-        _PACKED[conv] = cached
+        _PACKED[module] = cached
     *_, packed, bias = cached
     return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, *geometry, "none", [None], "")
 
 
-def _scaled(conv: nn.Conv2d, out_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """conv's weight and bias, times out_scale per output channel if given."""
+def _scaled(module: nn.Conv2d, out_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """module's weight and bias, times out_scale per output channel if given."""
     if out_scale is None:
-        return conv.weight, conv.bias
-    bias = None if conv.bias is None else out_scale.reshape(-1) * conv.bias
-    return out_scale.reshape(-1, 1, 1, 1) * conv.weight, bias
+        return module.weight, module.bias
+    bias = None if module.bias is None else out_scale.reshape(-1) * module.bias
+    return out_scale.reshape(-1, 1, 1, 1) * module.weight, bias
 
 
-def _packable(x: torch.Tensor, conv: nn.Conv2d) -> bool:
+def _packable(x: torch.Tensor, module: nn.Conv2d) -> bool:
     return (not torch.is_grad_enabled() and not torch.compiler.is_compiling() and x.device.type == "cpu"
             and x.dtype == torch.float32 and x.dim() == 4
-            and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 and available())
+            and x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
+            and module.padding_mode == "zeros" and not isinstance(module.padding, str) and available())

@@ -133,7 +133,18 @@ def test_bf16_weight_on_float32_input():
     torch.testing.assert_close(prepacked.conv(conv, x), exact(x), rtol=1e-6, atol=1e-6)
 
 
-def test_padding_it_cannot_take():
-    conv = nn.Conv2d(4, 4, 3, padding="same", padding_mode="reflect")
-    with pytest.raises(ValueError, match="prepacked.conv: conv must have numeric zero padding, got padding='same'"):
-        prepacked.conv(conv, torch.zeros(1, 4, 5, 5))
+@pytest.mark.parametrize("padding", [dict(padding="same"), dict(padding=1, padding_mode="reflect")],
+                         ids=["same", "reflect"])
+def test_padding_it_cannot_pack_takes_the_module(padding):
+    """Padding oneDNN's prepacked path does not take ('same', a non-zero mode): the module's own
+    convolution, also for a bf16 weight on a float32 input."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 4, 3, **padding)
+    x = torch.randn(1, 4, 6, 5).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(prepacked.conv(conv, x), conv(x), rtol=0, atol=0)
+        expected = conv(x)
+        conv.bfloat16()
+        exact = [p.float() for p in (conv.weight, conv.bias)]
+        torch.testing.assert_close(prepacked.conv(conv, x), conv._conv_forward(x, *exact), rtol=1e-6, atol=1e-6)
+    assert conv not in prepacked._PACKED and expected.shape == x.shape

@@ -71,7 +71,8 @@ WHOLE = {  # official-structure models (tests/official_like.py) and what acceler
     "promptir": (lambda: official_like.PromptIR(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
                  {"TransformerBlock": 11, "PromptGenBlock": 3}),  # 8 + 3 noise blocks
     "sipl": (lambda: official_like.PromptIR_ProxyFusion(num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
-             {"TransformerBlock": 11, "PromptGenBlock": 3, "LayerNorm": 18, "CrossAttention": 6}),  # 6 cross blocks' parts
+             # 6 cross blocks: their parts
+             {"TransformerBlock": 11, "PromptGenBlock": 3, "LayerNorm": 18, "CrossAttention": 6}),
     "nafnet": (lambda: official_like.NAFNet(width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1]),
                {"NAFBlock": 5}),
     "adair": (lambda: official_like.AdaIR(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),

@@ -14,6 +14,7 @@ import torch
 
 from pyairir.models.protocol import Encoded, Inject, no_injection
 from pyairir.models.restormer import Restormer
+from pyairir.nn.fast import standalone_conv
 from pyairir.nn.frequency import FreModule
 
 
@@ -53,12 +54,12 @@ class AdaIR(Restormer):
         """The decoder; at each of the three deepest stages, inject() runs before the FreModule."""
         f, image = encoded.levels, encoded.image
         x = self.modulate("fre1", inject("latent", f["latent"]), image)
-        x = self._conv(self.reduce_chan_level3, torch.cat([self.up4_3(x), f["level3"]], 1))
+        x = standalone_conv(self.reduce_chan_level3, torch.cat([self.up4_3(x), f["level3"]], 1), self.fast)
         x = self.modulate("fre2", inject("level3", self.decoder_level3(x)), image)
-        x = self._conv(self.reduce_chan_level2, torch.cat([self.up3_2(x), f["level2"]], 1))
+        x = standalone_conv(self.reduce_chan_level2, torch.cat([self.up3_2(x), f["level2"]], 1), self.fast)
         x = self.modulate("fre3", inject("level2", self.decoder_level2(x)), image)
         x = inject("level1", self.decoder_level1(torch.cat([self.up2_1(x), f["level1"]], 1)))
-        return self._conv(self.output, self.refinement(x)) + image
+        return standalone_conv(self.output, self.refinement(x), self.fast) + image
 
     def forward(self, inp_img: torch.Tensor, noise_emb: torch.Tensor | None = None) -> torch.Tensor:
         """noise_emb is accepted and ignored, as in the official code."""

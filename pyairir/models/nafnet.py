@@ -67,12 +67,12 @@ class NAFNet(nn.Module):
         check_model_input(inp, type(self).__name__, self.img_channel)
         size = tuple(inp.shape[-2:])
         inp = self.check_image_size(inp)
-        x = self._conv(self.intro, inp)
+        x = standalone_conv(self.intro, inp, self.fast)
         levels = {}
         for i, (encoder, down) in enumerate(zip(self.encoders, self.downs)):
             x = encoder(x)
             levels[f"level{i + 1}"] = x
-            x = self._conv(down, x)
+            x = standalone_conv(down, x, self.fast)
         levels["latent"] = self.middle_blks(x)
         return Encoded(levels, inp, size)
 
@@ -82,18 +82,13 @@ class NAFNet(nn.Module):
         for i, (decoder, up) in enumerate(zip(self.decoders, self.ups)):
             level = f"level{depth - i}"
             conv, shuffle = up
-            x = inject(level, decoder(shuffle(self._conv(conv, x)) + encoded.levels[level]))
-        x = self._conv(self.ending, x) + encoded.image
+            x = inject(level, decoder(shuffle(standalone_conv(conv, x, self.fast)) + encoded.levels[level]))
+        x = standalone_conv(self.ending, x, self.fast) + encoded.image
         h, w = encoded.size
         return x[:, :, :h, :w]
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(inp))
-
-    def _conv(self, module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        """module(x); with fast set, a bf16 x computes in float32 where the CPU has no bf16 arithmetic
-        (pyairir.nn.fast.standalone_conv)."""
-        return standalone_conv(module, x, self.fast)
 
     def check_image_size(self, x: torch.Tensor) -> torch.Tensor:
         """Zero-pads x (B, C, H, W) right and bottom to multiples of padder_size."""

@@ -111,11 +111,6 @@ class PromptIR(nn.Module):
         self.refinement = stage(num_refinement_blocks, dim * 2, heads[0])
         self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
 
-    def _conv(self, module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        """module(x); with fast set, a bf16 x computes in float32 where the CPU has no bf16 arithmetic
-        (pyairir.nn.fast.standalone_conv)."""
-        return standalone_conv(module, x, self.fast)
-
     # The six 1x1 convs the official forward never uses (kept for checkpoint compatibility).
     unused_modules = ("chnl_reduce1", "chnl_reduce2", "chnl_reduce3", "reduce_noise_channel_1",
                       "reduce_noise_channel_2", "reduce_noise_channel_3")
@@ -144,15 +139,18 @@ class PromptIR(nn.Module):
         """The decoder; at each of the three deepest stages, inject() runs before the prompt."""
         f = encoded.levels
         x = inject("latent", f["latent"])
-        x = self._conv(self.reduce_noise_level3, self.noise_level3(torch.cat([x, self.prompt3(x)], 1)))
-        x = self._conv(self.reduce_chan_level3, torch.cat([self.up4_3(x), f["level3"]], 1))
+        x = self.noise_level3(torch.cat([x, self.prompt3(x)], 1))
+        x = standalone_conv(self.reduce_noise_level3, x, self.fast)
+        x = standalone_conv(self.reduce_chan_level3, torch.cat([self.up4_3(x), f["level3"]], 1), self.fast)
         x = inject("level3", self.decoder_level3(x))
-        x = self._conv(self.reduce_noise_level2, self.noise_level2(torch.cat([x, self.prompt2(x)], 1)))
-        x = self._conv(self.reduce_chan_level2, torch.cat([self.up3_2(x), f["level2"]], 1))
+        x = self.noise_level2(torch.cat([x, self.prompt2(x)], 1))
+        x = standalone_conv(self.reduce_noise_level2, x, self.fast)
+        x = standalone_conv(self.reduce_chan_level2, torch.cat([self.up3_2(x), f["level2"]], 1), self.fast)
         x = inject("level2", self.decoder_level2(x))
-        x = self._conv(self.reduce_noise_level1, self.noise_level1(torch.cat([x, self.prompt1(x)], 1)))
+        x = self.noise_level1(torch.cat([x, self.prompt1(x)], 1))
+        x = standalone_conv(self.reduce_noise_level1, x, self.fast)
         x = inject("level1", self.decoder_level1(torch.cat([self.up2_1(x), f["level1"]], 1)))
-        return self._conv(self.output, self.refinement(x)) + encoded.image
+        return standalone_conv(self.output, self.refinement(x), self.fast) + encoded.image
 
     def forward(self, inp_img: torch.Tensor, noise_emb: torch.Tensor | None = None) -> torch.Tensor:
         """noise_emb is accepted and ignored, as in the official code."""

@@ -73,11 +73,6 @@ class Restormer(nn.Module):
             self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
         self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
 
-    def _conv(self, module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        """module(x); with fast set, a bf16 x computes in float32 where the CPU has no bf16 arithmetic
-        (pyairir.nn.fast.standalone_conv)."""
-        return standalone_conv(module, x, self.fast)
-
     def level_channels(self) -> dict[str, int]:
         return {"level1": self.dim, "level2": self.dim * 2, "level3": self.dim * 4, "latent": self.dim * 8}
 
@@ -98,15 +93,16 @@ class Restormer(nn.Module):
     def decode(self, encoded: Encoded, inject: Inject = no_injection) -> torch.Tensor:
         f = encoded.levels
         x = inject("latent", f["latent"])
-        x = self._conv(self.reduce_chan_level3, torch.cat([self.up4_3(x), f["level3"]], 1))
+        x = standalone_conv(self.reduce_chan_level3, torch.cat([self.up4_3(x), f["level3"]], 1), self.fast)
         x = inject("level3", self.decoder_level3(x))
-        x = self._conv(self.reduce_chan_level2, torch.cat([self.up3_2(x), f["level2"]], 1))
+        x = standalone_conv(self.reduce_chan_level2, torch.cat([self.up3_2(x), f["level2"]], 1), self.fast)
         x = inject("level2", self.decoder_level2(x))
         x = inject("level1", self.decoder_level1(torch.cat([self.up2_1(x), f["level1"]], 1)))
         x = self.refinement(x)
         if self.dual_pixel_task:
-            return self._conv(self.output, x + self._conv(self.skip_conv, encoded.extras["embedding"]))
-        return self._conv(self.output, x) + encoded.image
+            x = x + standalone_conv(self.skip_conv, encoded.extras["embedding"], self.fast)
+            return standalone_conv(self.output, x, self.fast)
+        return standalone_conv(self.output, x, self.fast) + encoded.image
 
     def forward(self, inp_img: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(inp_img))

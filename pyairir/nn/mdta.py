@@ -64,4 +64,5 @@ class MDTA(nn.Module):
             del q, k, v
             return self.project_out(x)
 
+
 Attention = MDTA  # the official class name

@@ -15,8 +15,7 @@ from torch import nn
 
 from pyairir import ops
 from pyairir.nn import prepacked
-from pyairir.nn.fast import compute_dtype, inference_memory, like, residual
-from pyairir.nn.fast import conv as fast_conv
+from pyairir.nn.fast import compute_dtype, conv, inference_memory, like, residual
 from pyairir.nn.layer_norm import LayerNorm2d
 
 
@@ -82,11 +81,12 @@ class NAFBlock(nn.Module):
         value per channel is a matrix-vector product (F.linear; as a convolution it took ATen's slow
         path). Where the image has fewer pixels than conv3 has outputs, scaling x by SCA costs less
         than scaling (and reordering) the weight, which then stays prepacked."""
-        pool, conv = self.sca
+        pool, channel_conv = self.sca
         if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
-            scale = F.linear(x.mean((2, 3)), like(conv.weight.flatten(1), x), like(conv.bias, x))[..., None, None]
+            weight, bias = like(channel_conv.weight.flatten(1), x), like(channel_conv.bias, x)
+            scale = F.linear(x.mean((2, 3)), weight, bias)[..., None, None]
         else:
-            scale = fast_conv(conv, pool(x))
+            scale = conv(channel_conv, pool(x))
         if x.shape[-2] * x.shape[-1] < self.conv3.out_channels:
             return prepacked.conv(self.conv3, x * scale, self.beta)
         return scaled_conv1x1(self.conv3, x, self.beta, scale)

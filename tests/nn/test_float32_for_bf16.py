@@ -6,7 +6,6 @@ and the output is as close to the float32 model as the bf16 path that computes i
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import pyairir
+from benchmarks.machine import cpu_flags
 from pyairir import runtime
 from pyairir.nn import NAFBlock, TransformerBlock
 from pyairir.nn.fast import compute_dtype
@@ -49,19 +49,10 @@ class ProductDtypes(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def x86_flags() -> set[str] | None:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    lines = [line for line in info.splitlines() if line.startswith("flags")]
-    return set(lines[0].split(":", 1)[1].split()) if lines else None
-
-
 def test_default_follows_the_cpu():
     """bf16_arithmetic() agrees with the kernel's flags (x86 Linux), and the default follows it."""
-    flags = x86_flags()
-    if flags is None or not sys.platform.startswith("linux"):
+    flags = cpu_flags()
+    if not flags or not sys.platform.startswith("linux"):
         pytest.skip("needs /proc/cpuinfo with x86 flags")
     assert runtime.bf16_arithmetic() == bool({"avx512_bf16", "amx_bf16"} & flags)
     assert runtime.float32_for_bf16() == (not runtime.bf16_arithmetic())

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyairir import ops
-from pyairir.nn import prepacked
+from pyairir.nn import pointwise, prepacked
 from pyairir.nn.fast import compute_dtype, conv, inference_memory, like, residual
 from pyairir.nn.layer_norm import LayerNorm2d
 
@@ -59,10 +59,14 @@ class NAFBlock(nn.Module):
         weights, sparing three passes over the activations; at inference the weights of conv1, conv4,
         conv5 (and conv3, see `attended`) are reordered for oneDNN once, not at every call
         (pyairir.nn.prepacked). A bf16 inp computes in float32 where the CPU has no bf16 arithmetic
-        (pyairir.nn.fast.compute_dtype); the output is in inp's dtype."""
+        (pyairir.nn.fast.compute_dtype); the output is in inp's dtype. Where pyairir.nn.pointwise is
+        usable (float32 channels_last on CPU, autograd off), the block is `fused`."""
         dtype = compute_dtype(self.fast, inp)
         if dtype != inp.dtype:
             return self.forward(inp.to(dtype)).to(inp.dtype)
+        if self.fast and pointwise.usable(inp) and not (self.training and self.drops()):
+            with inference_memory(self.fast):
+                return self.fused(inp)
         with inference_memory(self.fast):
             x = prepacked.conv(self.conv1, self.norm1(inp)) if self.fast else self.conv1(self.norm1(inp))
             if not self.fast:
@@ -75,6 +79,28 @@ class NAFBlock(nn.Module):
             y = residual(inp, self.dropout1(self.attended(x)), self.fast)
             x = self.sg(prepacked.conv(self.conv4, self.norm2(y)))
             return residual(y, self.dropout2(prepacked.conv(self.conv5, x, self.gamma)), self.fast)
+
+    def fused(self, inp: torch.Tensor) -> torch.Tensor:
+        """The block in four fused GEMMs (pyairir.nn.pointwise) and the depthwise filter with the first
+        SimpleGate (ops.gated_gelu), inp (B, c, H, W) float32 channels_last: norm1 is conv1's prologue;
+        the channel attention scales conv3's input channels and beta its outputs, its epilogue adds inp;
+        norm2 and the second SimpleGate wrap conv4; gamma scales conv5, whose epilogue adds y."""
+        x = pointwise.conv(self.conv1, inp, norm=self.norm1)
+        x = ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
+        pool, channel_conv = self.sca
+        if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
+            weight, bias = like(channel_conv.weight.flatten(1), x), like(channel_conv.bias, x)
+            scale = F.linear(x.mean((2, 3)), weight, bias).to(x.dtype)  # bf16 under torch.autocast
+            y = pointwise.conv(self.conv3, x, out_scale=self.beta, in_scale=scale, residual=inp)
+        else:
+            y = pointwise.conv(self.conv3, x * conv(channel_conv, pool(x)).to(x.dtype), out_scale=self.beta,
+                               residual=inp)
+        x = pointwise.conv(self.conv4, y, norm=self.norm2, gate=True)
+        return pointwise.conv(self.conv5, x, out_scale=self.gamma, residual=y)
+
+    def drops(self) -> bool:
+        """Whether either dropout is a real one (drop_out_rate > 0), which `fused` leaves out."""
+        return not (isinstance(self.dropout1, nn.Identity) and isinstance(self.dropout2, nn.Identity))
 
     def attended(self, x: torch.Tensor) -> torch.Tensor:
         """beta * conv3(SCA(x)) for the fast path, x (B, d/2, H, W). The global pool's 1x1 conv on one

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyairir.nn import NAFBlock, prepacked, set_fast
+from pyairir.nn import NAFBlock, pointwise, prepacked, set_fast
 
 pytestmark = pytest.mark.skipif(not prepacked.available(), reason="this torch has no oneDNN")
 
@@ -86,9 +86,9 @@ def test_autograd_and_nchw_take_the_plain_convolution():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("size", [(9, 7), (3, 4)], ids=["63px", "12px"])  # 12 pixels < 16 outputs: SCA scales x
 def test_nafblock_inference(size, dtype):
-    """NAFBlock's fast inference path (conv1, conv4, conv5 and, on images of fewer pixels than
-    channels, conv3 prepacked in float32; SCA's pool as a matrix-vector product) against the eager
-    block, for two images."""
+    """NAFBlock's fast inference path (in float32 its four 1x1 convolutions fused GEMMs, pyairir.nn.pointwise;
+    in float64 prepacking steps aside; SCA's pool as a matrix-vector product) against the eager block, for
+    two images."""
     torch.manual_seed(0)
     eager = NAFBlock(16).to(dtype)
     with torch.no_grad():
@@ -101,8 +101,7 @@ def test_nafblock_inference(size, dtype):
     with torch.no_grad():
         torch.testing.assert_close(fast(x), eager(x), rtol=tolerance, atol=tolerance)
     if dtype == torch.float32:
-        packed = {fast.conv1, fast.conv4, fast.conv5} | ({fast.conv3} if size == (3, 4) else set())
-        assert packed <= set(prepacked._PACKED)
+        assert {fast.conv1, fast.conv3, fast.conv4, fast.conv5} <= set(pointwise._PACKED)
 
 
 @pytest.mark.parametrize("geometry", [dict(kernel_size=3, padding=1), dict(kernel_size=3, padding=2, dilation=2),

@@ -1,0 +1,324 @@
+// pyairir_cpu::pointwise_conv: a 1x1 convolution of a channels_last float32 image as one GEMM over its
+// pixels, with the layers around it in NAFNet's block fused into the GEMM's prologue and epilogue:
+//
+//   out[p, :] = G(W diag(s) n(x[p, :]) + b) + residual[p, :]
+//
+// n the pixel's channels normalised to zero mean and unit variance (normalize; a LayerNorm's affine
+// is folded into W and b by the caller), s the image's per-input-channel scale (in_scale: NAFNet's
+// channel attention), G(z) = z[:N/2] * z[N/2:] (gate: SimpleGate) or the identity. This spares the
+// passes over the activations that oneDNN's convolution leaves to separate ops: the LayerNorm
+// before it, the SimpleGate and the residual add after it.
+//
+// Not an op of the pyairir contract (no autograd, CUDA, Triton or fake face: schemas under
+// torch.ops.pyairir_cpu): a CPU inference backend, like oneDNN's prepacked convolution, that
+// pyairir/nn/pointwise.py calls only in fast inference (autograd off, not traced). Ground truth is
+// the module sequence it replaces (tests/nn/test_pointwise.py).
+//
+// W is packed once (pack_pointwise) into panels of two vectors of output columns, (panels, K, 2V):
+// a micro-kernel keeps MR rows x 2V columns of the product in registers, broadcasting one input
+// value against two weight vectors per step of K. With gate, a panel's two vectors are the same V
+// channels of the two halves, so the micro-kernel multiplies its own two accumulators.
+#include "vec.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+#include <immintrin.h>
+#endif
+
+namespace pyairir {
+namespace {
+
+using Vec = at::vec::Vectorized<float>;
+constexpr int64_t V = Vec::size();
+constexpr int64_t NB = 2 * V;              // columns of a panel
+constexpr int MR = V >= 16 ? 12 : 6;       // rows of a micro-kernel: 2 * MR accumulators + 3 fit the registers
+constexpr int64_t X_BLOCK_BYTES = 128 * 1024;  // a task's rows of x (or of their normalised copy), kept in L2
+constexpr int64_t SMALL_WEIGHT_BYTES = 128 * 1024;  // a packed weight that stays in L2 beside them
+
+// The micro-kernel's registers: raw intrinsics, so that the compiler keeps the accumulators in
+// registers across the loop over K (with at::vec's class it spilled them at every step).
+#if defined(CPU_CAPABILITY_AVX512)
+using Reg = __m512;
+inline Reg reg_zero() { return _mm512_setzero_ps(); }
+inline Reg reg_load(const float* p) { return _mm512_loadu_ps(p); }
+inline Reg reg_broadcast(const float* p) { return _mm512_set1_ps(*p); }
+inline Reg reg_fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
+#elif defined(CPU_CAPABILITY_AVX2)
+using Reg = __m256;
+inline Reg reg_zero() { return _mm256_setzero_ps(); }
+inline Reg reg_load(const float* p) { return _mm256_loadu_ps(p); }
+inline Reg reg_broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+inline Reg reg_fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
+#else
+using Reg = Vec;
+inline Reg reg_zero() { return Vec(0.f); }
+inline Reg reg_load(const float* p) { return Vec::loadu(p); }
+inline Reg reg_broadcast(const float* p) { return Vec(*p); }
+inline Reg reg_fma(Reg a, Reg b, Reg c) { return at::vec::fmadd(a, b, c); }
+#endif
+
+// Where output column `lane` of vector v of panel j comes from in the unpacked weight (N rows), or -1
+// for padding.
+int64_t source_column(int64_t j, int64_t v, int64_t lane, int64_t N, bool gate) {
+  if (gate) {
+    const int64_t half = N / 2, channel = j * V + lane;
+    return channel < half ? v * half + channel : -1;
+  }
+  const int64_t column = j * NB + v * V + lane;
+  return column < N ? column : -1;
+}
+
+int64_t panel_count(int64_t out_channels, bool gate) {
+  return gate ? (out_channels + V - 1) / V : (out_channels + NB - 1) / NB;
+}
+
+// What the GEMM over one image's rows needs.
+struct Gemm {
+  const float* x;       // (rows, K)
+  const float* weight;  // (panels, K, NB)
+  const float* bias;    // (panels, NB)
+  const float* residual;  // (rows, N) or null
+  float* out;           // (rows, N)
+  int64_t rows, K, N, panels;
+  bool gate, normalize;
+  float eps;
+};
+
+// MR (or fewer, M) rows of x times panel j, stored with the epilogue: bias, gate, residual.
+template <int M>
+inline void micro_kernel(const Gemm& g, const float* x, int64_t row, int64_t j) {
+  const float* w = g.weight + j * g.K * NB;
+  Reg acc0[M], acc1[M];
+#pragma GCC unroll 16
+  for (int m = 0; m < M; ++m) acc0[m] = acc1[m] = reg_zero();
+  for (int64_t k = 0; k < g.K; ++k) {
+    const Reg w0 = reg_load(w + k * NB), w1 = reg_load(w + k * NB + V);
+#pragma GCC unroll 16
+    for (int m = 0; m < M; ++m) {
+      const Reg a = reg_broadcast(x + m * g.K + k);
+      acc0[m] = reg_fma(a, w0, acc0[m]);
+      acc1[m] = reg_fma(a, w1, acc1[m]);
+    }
+  }
+  const Vec b0 = Vec::loadu(g.bias + j * NB), b1 = Vec::loadu(g.bias + j * NB + V);
+  const int64_t n0 = j * (g.gate ? V : NB);
+  const int64_t count0 = std::min(V, g.N - n0), count1 = g.gate ? 0 : std::clamp<int64_t>(g.N - n0 - V, 0, V);
+#pragma GCC unroll 16
+  for (int m = 0; m < M; ++m) {
+    float* y = g.out + (row + m) * g.N + n0;
+    const float* r = g.residual == nullptr ? nullptr : g.residual + (row + m) * g.N + n0;
+    Vec o0 = Vec(acc0[m]) + b0;
+    if (g.gate) o0 = o0 * (Vec(acc1[m]) + b1);
+    if (r != nullptr) o0 = o0 + Vec::loadu(r, count0);
+    o0.store(y, count0);
+    if (count1 > 0) {
+      Vec o1 = Vec(acc1[m]) + b1;
+      if (r != nullptr) o1 = o1 + Vec::loadu(r + V, count1);
+      o1.store(y + V, count1);
+    }
+  }
+}
+
+// micro_kernel<rows> for a run-time rows <= MR (the last rows of a task).
+template <int M = MR>
+inline void micro_kernel_rows(int rows, const Gemm& g, const float* x, int64_t row, int64_t j) {
+  if constexpr (M > 0) {
+    if (rows == M) return micro_kernel<M>(g, x, row, j);
+    return micro_kernel_rows<M - 1>(rows, g, x, row, j);
+  }
+}
+
+// dst = (src - mean) / sqrt(var + eps) over each of `rows` rows of K values.
+void normalise_rows(const float* src, float* dst, int64_t rows, int64_t K, float eps) {
+  const auto sum = [](Vec& a, Vec& b) { return a + b; };
+  for (int64_t p = 0; p < rows; ++p) {
+    const float* s = src + p * K;
+    float* d = dst + p * K;
+    Vec total(0.f);
+    int64_t k = 0;
+    for (; k + V <= K; k += V) total = total + Vec::loadu(s + k);
+    float mean = at::vec::vec_reduce_all<float>(sum, total);
+    for (; k < K; ++k) mean += s[k];
+    mean /= static_cast<float>(K);
+    const Vec vmean(mean);
+    Vec squares(0.f);
+    for (k = 0; k + V <= K; k += V) {
+      const Vec centred = Vec::loadu(s + k) - vmean;
+      squares = at::vec::fmadd(centred, centred, squares);
+    }
+    float var = at::vec::vec_reduce_all<float>(sum, squares);
+    for (; k < K; ++k) var += (s[k] - mean) * (s[k] - mean);
+    const float inv = 1.f / std::sqrt(var / static_cast<float>(K) + eps);
+    const Vec vinv(inv);
+    for (k = 0; k + V <= K; k += V) ((Vec::loadu(s + k) - vmean) * vinv).store(d + k);
+    for (; k < K; ++k) d[k] = (s[k] - mean) * inv;
+  }
+}
+
+// The GEMM over g.rows rows, in tasks of consecutive rows (a whole number of micro-kernels, at most
+// X_BLOCK_BYTES of x each, as many per thread) times all panels; with fewer micro-kernels than threads,
+// in tasks of panels.
+void run(const Gemm& g) {
+  const int64_t units = (g.rows + MR - 1) / MR;
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t units_per_block = std::max<int64_t>(1, X_BLOCK_BYTES / (4 * g.K * MR));
+  int64_t blocks = (units + units_per_block - 1) / units_per_block;
+  blocks = std::min(units, (blocks + threads - 1) / threads * threads);
+  const int64_t panel_groups = blocks < threads ? std::min(g.panels, threads) : 1;
+  const bool small_weight = g.panels * g.K * NB * 4 <= SMALL_WEIGHT_BYTES;
+  at::parallel_for(0, blocks * panel_groups, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> normalised;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t block = task / panel_groups, group = task % panel_groups;
+      const int64_t row0 = std::min(g.rows, units * block / blocks * MR);
+      const int64_t row1 = std::min(g.rows, units * (block + 1) / blocks * MR);
+      const float* x = g.x + row0 * g.K;
+      if (g.normalize) {
+        normalised.resize((row1 - row0) * g.K);
+        normalise_rows(x, normalised.data(), row1 - row0, g.K, g.eps);
+        x = normalised.data();
+      }
+      const int64_t j0 = g.panels * group / panel_groups, j1 = g.panels * (group + 1) / panel_groups;
+      const auto micro = [&](int64_t row, int64_t j) {
+        micro_kernel_rows(static_cast<int>(std::min<int64_t>(MR, row1 - row)), g, x + (row - row0) * g.K, row, j);
+      };
+      if (small_weight) {  // each output row written whole, the weight in L1/L2 throughout
+        for (int64_t row = row0; row < row1; row += MR) {
+          for (int64_t j = j0; j < j1; ++j) micro(row, j);
+        }
+      } else {  // one panel of the weight at a time, from L2, against all rows of the task
+        for (int64_t j = j0; j < j1; ++j) {
+          for (int64_t row = row0; row < row1; row += MR) micro(row, j);
+        }
+      }
+    }
+  });
+}
+
+void check_float_cpu(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat, "pointwise_conv: ", name, " must be float32, got ", t.scalar_type());
+  TORCH_CHECK(t.device().is_cpu(), "pointwise_conv: ", name, " must be on the CPU, got ", t.device());
+}
+
+std::tuple<at::Tensor, at::Tensor> pack_pointwise(const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                                                  bool gate) {
+  check_float_cpu(weight, "weight");
+  TORCH_CHECK(weight.dim() == 2 && weight.numel() > 0, "pack_pointwise: weight must be a non-empty 2-D "
+              "(out_channels, in_channels) tensor, got shape ", weight.sizes());
+  const int64_t N = weight.size(0), K = weight.size(1);
+  TORCH_CHECK(!gate || N % 2 == 0, "pack_pointwise: with gate, weight must have an even number of output "
+              "channels (two halves to multiply), got ", N);
+  if (bias.has_value()) {
+    check_float_cpu(*bias, "bias");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, "pack_pointwise: bias must have shape [", N, "], got ",
+                bias->sizes());
+  }
+  const int64_t out_channels = gate ? N / 2 : N, panels = panel_count(out_channels, gate);
+  at::Tensor packed = at::zeros({panels, K, NB}, weight.options());
+  at::Tensor packed_bias = at::zeros({panels, NB}, weight.options());
+  const at::Tensor w = weight.contiguous();
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const float* src = w.data_ptr<float>();
+  float* dst = packed.data_ptr<float>();
+  float* dst_bias = packed_bias.data_ptr<float>();
+  for (int64_t j = 0; j < panels; ++j) {
+    for (int64_t v = 0; v < 2; ++v) {
+      for (int64_t lane = 0; lane < V; ++lane) {
+        const int64_t column = source_column(j, v, lane, N, gate);
+        if (column < 0) continue;
+        for (int64_t k = 0; k < K; ++k) dst[(j * K + k) * NB + v * V + lane] = src[column * K + k];
+        if (b.defined()) dst_bias[j * NB + v * V + lane] = b.data_ptr<float>()[column];
+      }
+    }
+  }
+  return {packed, packed_bias};
+}
+
+at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& packed_weight, const at::Tensor& packed_bias,
+                          int64_t out_channels, bool gate, bool normalize, double eps,
+                          const c10::optional<at::Tensor>& in_scale, const c10::optional<at::Tensor>& residual) {
+  check_float_cpu(x, "x");
+  TORCH_CHECK(x.dim() == 4 && x.numel() > 0, "pointwise_conv: x must be a non-empty 4-D (B, C, H, W) tensor, got "
+              "shape ", x.sizes());
+  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "pointwise_conv: x must be dense in channels_last, "
+              "got strides ", x.strides(), " for shape ", x.sizes());
+  const int64_t B = x.size(0), K = x.size(1), H = x.size(2), W = x.size(3);
+  check_float_cpu(packed_weight, "packed_weight");
+  check_float_cpu(packed_bias, "packed_bias");
+  const int64_t panels = panel_count(out_channels, gate);
+  TORCH_CHECK(out_channels > 0 && packed_weight.dim() == 3 && packed_weight.size(0) == panels &&
+                  packed_weight.size(1) == K && packed_weight.size(2) == NB && packed_weight.is_contiguous(),
+              "pointwise_conv: packed_weight must be pack_pointwise's (", panels, ", ", K, ", ", NB, ") for ",
+              out_channels, " output and ", K, " input channels, got ", packed_weight.sizes());
+  TORCH_CHECK(packed_bias.dim() == 2 && packed_bias.size(0) == panels && packed_bias.size(1) == NB &&
+                  packed_bias.is_contiguous(),
+              "pointwise_conv: packed_bias must be pack_pointwise's (", panels, ", ", NB, "), got ", packed_bias.sizes());
+  if (in_scale.has_value()) {
+    check_float_cpu(*in_scale, "in_scale");
+    TORCH_CHECK(in_scale->dim() == 2 && in_scale->size(0) == B && in_scale->size(1) == K && in_scale->is_contiguous(),
+                "pointwise_conv: in_scale must be a contiguous (", B, ", ", K, ") tensor (one scale per image and "
+                "input channel), got ", in_scale->sizes());
+  }
+  if (residual.has_value()) {
+    check_float_cpu(*residual, "residual");
+    TORCH_CHECK(residual->dim() == 4 && residual->size(0) == B && residual->size(1) == out_channels &&
+                    residual->size(2) == H && residual->size(3) == W,
+                "pointwise_conv: residual must have shape [", B, ", ", out_channels, ", ", H, ", ", W, "], got ",
+                residual->sizes());
+    TORCH_CHECK(residual->is_contiguous(at::MemoryFormat::ChannelsLast), "pointwise_conv: residual must be dense "
+                "in channels_last, got strides ", residual->strides());
+  }
+  at::Tensor out = at::empty({B, out_channels, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  Gemm g{x.data_ptr<float>(), packed_weight.data_ptr<float>(), packed_bias.data_ptr<float>(),
+         residual.has_value() ? residual->data_ptr<float>() : nullptr, out.data_ptr<float>(), B * H * W, K,
+         out_channels, panels, gate, normalize, static_cast<float>(eps)};
+  if (!in_scale.has_value()) {
+    run(g);
+    return out;
+  }
+  // diag(s) on the input side is a scale of the packed weight's rows k, one copy per image.
+  at::Tensor scaled = at::empty_like(packed_weight);
+  const int64_t pixels = H * W;
+  for (int64_t b = 0; b < B; ++b) {
+    const float* s = in_scale->data_ptr<float>() + b * K;
+    at::parallel_for(0, panels * K, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const Vec scale(s[i % K]);
+        const float* src = packed_weight.data_ptr<float>() + i * NB;
+        float* dst = scaled.data_ptr<float>() + i * NB;
+        (Vec::loadu(src) * scale).store(dst);
+        (Vec::loadu(src + V) * scale).store(dst + V);
+      }
+    });
+    Gemm image = g;
+    image.x = g.x + b * pixels * K;
+    image.weight = scaled.data_ptr<float>();
+    image.residual = g.residual == nullptr ? nullptr : g.residual + b * pixels * out_channels;
+    image.out = g.out + b * pixels * out_channels;
+    image.rows = pixels;
+    run(image);
+  }
+  return out;
+}
+
+}  // namespace
+}  // namespace pyairir
+
+TORCH_LIBRARY(pyairir_cpu, m) {
+  m.def("pack_pointwise(Tensor weight, Tensor? bias, bool gate) -> (Tensor, Tensor)");
+  m.def(
+      "pointwise_conv(Tensor x, Tensor packed_weight, Tensor packed_bias, int out_channels, bool gate, "
+      "bool normalize, float eps, Tensor? in_scale, Tensor? residual) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(pyairir_cpu, CPU, m) {
+  m.impl("pack_pointwise", &pyairir::pack_pointwise);
+  m.impl("pointwise_conv", &pyairir::pointwise_conv);
+}

@@ -1,0 +1,94 @@
+"""1x1 convolutions with a LayerNorm before them and a SimpleGate, scales and a residual add after
+them fused in, for CPU inference (the GEMM in csrc/cpu/pointwise_conv.cpp).
+
+    conv(module, x, norm=n, gate=True, out_scale=s, in_scale=c, residual=r)
+        = r + G(s * module(n(x) * c)),   G(z) = z[:, :N/2] * z[:, N/2:] with gate
+
+NAFNet's block is four such convolutions around one depthwise filter; run by oneDNN, each leaves the
+norm before it, the gate and the residual add after it to passes of their own over the activations.
+The packed weight (the norm's affine and out_scale folded in, in float64, then rounded to float32)
+is kept per module like pyairir.nn.prepacked's: keyed on the storage and version counter of every
+tensor folded in, made again when any changes, in a weak dictionary that goes with the module.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import nn
+
+from pyairir import runtime
+
+# conv -> (key, the tensors it was made from, packed weight, packed bias); holding those tensors keeps
+# their storage from being reused by a replacement that would match the key
+_PACKED: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+
+
+def available() -> bool:
+    """Whether pyairir._C, with the CPU GEMM, is built."""
+    try:
+        import pyairir._C  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(torch.ops.pyairir_cpu, "pointwise_conv")
+
+
+def usable(x: torch.Tensor) -> bool:
+    """Whether conv() runs the fused GEMM on x: float32 (B, C, H, W), non-empty, dense channels_last on
+    CPU, autograd off, outside torch.compile, and not under a CPU torch.autocast that this CPU runs in
+    bf16 hardware (pyairir.runtime.float32_for_bf16() off: oneDNN's bf16 convolutions are then faster
+    than this float32 GEMM; on other CPUs autocast's bf16 would be emulated, and float32 is faster)."""
+    return (not torch.is_grad_enabled() and not torch.compiler.is_compiling() and x.device.type == "cpu"
+            and x.dtype == torch.float32 and x.dim() == 4 and x.numel() > 0
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and not (torch.is_autocast_enabled("cpu") and not runtime.float32_for_bf16()) and available())
+
+
+def conv(module: nn.Conv2d, x: torch.Tensor, *, norm: nn.Module | None = None, gate: bool = False,
+         out_scale: torch.Tensor | None = None, in_scale: torch.Tensor | None = None,
+         residual: torch.Tensor | None = None) -> torch.Tensor:
+    """residual + G(out_scale * module(norm(x) * in_scale)) for a 1x1 convolution `module` (N, K, 1, 1)
+    on x (B, K, H, W) where usable(x).
+
+    norm: a LayerNorm over channels with `weight`, `bias` (K,) and `eps` (NAFNet's LayerNorm2d), not with
+    in_scale;
+    gate: SimpleGate, output N/2 channels; out_scale (1, N, 1, 1); in_scale (B, K) (one scale per
+    image and input channel: NAFNet's channel attention); residual (B, N or N/2, H, W) channels_last.
+    Returns (B, N or N/2, H, W) float32 channels_last.
+    """
+    if module.kernel_size != (1, 1) or module.stride != (1, 1) or module.groups != 1 or module.padding != (0, 0):
+        raise ValueError(f"pointwise.conv: module must be a 1x1 convolution with stride 1, no padding and one group, "
+                         f"got {module}")
+    if norm is not None and in_scale is not None:
+        raise ValueError("pointwise.conv: in_scale cannot follow the norm (the norm's bias is folded into the "
+                         "packed bias, before any scale of the input); give one or the other")
+    if gate and out_scale is not None:
+        raise ValueError("pointwise.conv: out_scale cannot be folded through the gate; give one or the other")
+    sources = tuple(t for t in (module.weight, module.bias, out_scale, *(() if norm is None else (norm.weight, norm.bias)))
+                    if t is not None)
+    key = (gate, norm is not None, tuple((t.data_ptr(), t._version, t.dtype) for t in sources))
+    cached = _PACKED.get(module)
+    if cached is None or cached[0] != key:
+        cached = (key, sources, *_pack(module, norm, gate, out_scale))
+        _PACKED[module] = cached
+    *_, packed, packed_bias = cached
+    out_channels = module.out_channels // 2 if gate else module.out_channels
+    eps = float(norm.eps) if norm is not None else 0.0
+    return torch.ops.pyairir_cpu.pointwise_conv(x, packed, packed_bias, out_channels, gate, norm is not None, eps,
+                                                in_scale, residual)
+
+
+def _pack(module: nn.Conv2d, norm: nn.Module | None, gate: bool,
+          out_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The packed weight and bias of out_scale * module(norm(.)), folded in float64."""
+    weight = module.weight.detach().double().flatten(1)
+    bias = torch.zeros(weight.shape[0], dtype=torch.float64) if module.bias is None else module.bias.detach().double()
+    if out_scale is not None:
+        scale = out_scale.detach().double().reshape(-1)
+        weight, bias = scale[:, None] * weight, scale * bias
+    if norm is not None:
+        if norm.bias is not None:
+            bias = bias + weight @ norm.bias.detach().double()
+        weight = weight * norm.weight.detach().double()
+    return torch.ops.pyairir_cpu.pack_pointwise(weight.float().contiguous(), bias.float(), gate)

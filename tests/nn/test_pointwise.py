@@ -1,0 +1,198 @@
+"""pyairir.nn.pointwise (csrc/cpu/pointwise_conv.cpp): a 1x1 convolution with a LayerNorm before it and a
+SimpleGate, scales and a residual add after it, in one GEMM, equals that sequence computed in float64
+(odd channel counts, pixel counts that are no multiple of the micro-kernel's rows, one or two threads,
+batches with a scale per image); follows every change of what its packed weight was made from; rejects
+bad arguments by name; and NAFNet's block runs on it in fast inference, equal to the unfused block."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from pyairir.nn import NAFBlock, LayerNorm2d, pointwise
+
+pytestmark = pytest.mark.skipif(not pointwise.available(), reason="pyairir._C is not built")
+
+
+def channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def expected(conv, x, norm=None, gate=False, out_scale=None, in_scale=None, residual=None):
+    """The sequence the fused GEMM replaces, in float64."""
+    x = x.double()
+    if norm is not None:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / (var + norm.eps).sqrt() * norm.weight.double()[:, None, None] + norm.bias.double()[:, None, None]
+    if in_scale is not None:
+        x = x * in_scale.double()[:, :, None, None]
+    y = F.conv2d(x, conv.weight.double(), None if conv.bias is None else conv.bias.double())
+    if out_scale is not None:
+        y = y * out_scale.double()
+    if gate:
+        a, b = y.chunk(2, dim=1)
+        y = a * b
+    return y if residual is None else y + residual.double()
+
+
+def case(cin, cout, shape, batch=1, bias=True, gate=False, seed=0):
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(cin, cout, 1, bias=bias)
+    norm = LayerNorm2d(cin)
+    with torch.no_grad():
+        norm.weight.normal_(1, 0.3)
+        norm.bias.normal_(0, 0.3)
+    x = channels_last(torch.randn(batch, cin, *shape) * 2 + 0.5)
+    residual = channels_last(torch.randn(batch, cout // 2 if gate else cout, *shape))
+    return conv, norm, x, residual
+
+
+@pytest.mark.parametrize("cin,cout,shape", [(40, 80, (5, 7)), (48, 96, (13, 11)), (80, 37, (3, 3)),
+                                            (176, 352, (9, 6)), (3, 5, (1, 1))],
+                         ids=["40-80-5x7", "48-96-13x11", "80-37-3x3", "176-352-9x6", "3-5-1x1"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("parts", ["plain", "norm", "norm+gate", "scales+residual", "norm+out_scale+residual", "no bias"])
+def test_equals_the_sequence_in_float64(cin, cout, shape, threads, parts):
+    gate = parts.endswith("gate")
+    if gate and cout % 2:
+        cout += 1
+    conv, norm, x, residual = case(cin, cout, shape, batch=2, bias=parts != "no bias", gate=gate)
+    kwargs = {}
+    if "norm" in parts:
+        kwargs["norm"] = norm
+    if gate:
+        kwargs["gate"] = True
+    if parts.endswith("residual"):
+        kwargs.update(out_scale=torch.randn(1, cout, 1, 1), residual=residual)
+    if parts == "scales+residual":
+        kwargs["in_scale"] = torch.rand(2, cin) + 0.5
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            out = pointwise.conv(conv, x, **kwargs)
+    finally:
+        torch.set_num_threads(before)
+    want = expected(conv, x, **kwargs)
+    assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
+    assert out.shape == want.shape
+    # float32 products summed over cin terms of magnitude ~1: a few ulp times sqrt(cin)
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=2e-6 * cin ** 0.5)
+
+
+def test_large_image_many_tasks():
+    """More rows than one task holds (tasks of at most 128 KB of x), with normalisation per task."""
+    conv, norm, x, residual = case(32, 64, (67, 45), gate=True)
+    with torch.no_grad():
+        out = pointwise.conv(conv, x, norm=norm, gate=True, residual=residual)
+    torch.testing.assert_close(out.double(), expected(conv, x, norm, True, residual=residual), rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("change", ["weight in place", "norm weight in place", "out_scale in place",
+                                    "load_state_dict", "gate"])
+def test_follows_every_change(change):
+    conv, norm, x, _ = case(16, 32, (4, 5))
+    scale = torch.randn(1, 32, 1, 1)
+    kwargs = {"norm": norm, "out_scale": scale}
+    with torch.no_grad():
+        pointwise.conv(conv, x, **kwargs)
+        if change == "weight in place":
+            conv.weight.mul_(-2)
+        elif change == "norm weight in place":
+            norm.weight.add_(1)
+        elif change == "out_scale in place":
+            scale.mul_(3)
+        elif change == "load_state_dict":
+            conv.load_state_dict({k: torch.randn_like(v) for k, v in conv.state_dict().items()})
+        else:
+            kwargs = {"norm": norm, "gate": True}
+        out = pointwise.conv(conv, x, **kwargs)
+    torch.testing.assert_close(out.double(), expected(conv, x, **kwargs), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_arguments_are_named():
+    conv, norm, x, residual = case(8, 16, (3, 4))
+    packed, bias = torch.ops.pyairir_cpu.pack_pointwise(conv.weight.detach().flatten(1), conv.bias.detach(), False)
+    op = torch.ops.pyairir_cpu.pointwise_conv
+    with pytest.raises(RuntimeError, match="x must be dense in channels_last"):
+        op(x.contiguous(), packed, bias, 16, False, False, 0.0, None, None)
+    with pytest.raises(RuntimeError, match="x must be float32, got Double"):
+        op(x.double(), packed, bias, 16, False, False, 0.0, None, None)
+    with pytest.raises(RuntimeError, match="x must be a non-empty 4-D"):
+        op(x[:0], packed, bias, 16, False, False, 0.0, None, None)
+    with pytest.raises(RuntimeError, match="packed_weight must be pack_pointwise's"):
+        op(channels_last(torch.randn(1, 9, 3, 4)), packed, bias, 16, False, False, 0.0, None, None)
+    with pytest.raises(RuntimeError, match="residual must have shape \\[1, 16, 3, 4\\]"):
+        op(x, packed, bias, 16, False, False, 0.0, None, residual[:, :8])
+    with pytest.raises(RuntimeError, match="in_scale must be a contiguous \\(1, 8\\)"):
+        op(x, packed, bias, 16, False, False, 0.0, torch.ones(1, 7), None)
+    with pytest.raises(RuntimeError, match="even number of output channels"):
+        torch.ops.pyairir_cpu.pack_pointwise(torch.randn(5, 8), None, True)
+    with pytest.raises(ValueError, match="module must be a 1x1 convolution"):
+        pointwise.conv(nn.Conv2d(8, 16, 3, padding=1), x)
+    with pytest.raises(ValueError, match="in_scale cannot follow the norm"):
+        pointwise.conv(conv, x, norm=norm, in_scale=torch.ones(1, 8))
+    with pytest.raises(ValueError, match="out_scale cannot be folded through the gate"):
+        pointwise.conv(conv, x, gate=True, out_scale=torch.ones(1, 16, 1, 1))
+
+
+def test_usable_only_for_float32_channels_last_inference():
+    x = channels_last(torch.randn(1, 8, 4, 4))
+    with torch.no_grad():
+        assert pointwise.usable(x)
+        assert not pointwise.usable(x.contiguous())
+        assert not pointwise.usable(x.double())
+        assert not pointwise.usable(x[:0])
+    assert not pointwise.usable(x)  # autograd on
+    from pyairir import runtime
+    try:
+        for float32_for_bf16 in (False, True):
+            runtime.set_float32_for_bf16(float32_for_bf16)
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                assert pointwise.usable(x) == float32_for_bf16
+    finally:
+        runtime.set_float32_for_bf16(None)
+
+
+class CountFused(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += func.overloadpacket == torch.ops.pyairir_cpu.pointwise_conv
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("c,batch,shape", [(40, 1, (7, 5)), (48, 2, (13, 9)), (16, 1, (2, 3))])
+def test_nafblock_fused_equals_the_block(c, batch, shape):
+    """NAFBlock in fast inference on a float32 channels_last image runs its four 1x1 convolutions fused,
+    equal to the block's reference path (non-zero beta and gamma, so both residual branches count)."""
+    torch.manual_seed(1)
+    block = NAFBlock(c).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    x = channels_last(torch.randn(batch, c, *shape))
+    with torch.no_grad():
+        want = block(x)
+        block.fast = True
+        with CountFused() as counter:
+            got = block(x)
+    assert counter.calls == 4
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_nafblock_with_dropout_in_training_is_not_fused():
+    block = NAFBlock(8, drop_out_rate=0.5, fast=True).train()
+    with torch.no_grad(), CountFused() as counter:
+        block(channels_last(torch.randn(1, 8, 4, 4)))
+    assert counter.calls == 0
+    block.eval()
+    with torch.no_grad(), CountFused() as counter:
+        block(channels_last(torch.randn(1, 8, 4, 4)))
+    assert counter.calls == 4

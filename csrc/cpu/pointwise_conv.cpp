@@ -3,6 +3,11 @@
 //
 //   out[p, :] = G(W diag(s) n(x[p, :]) + b) + residual[p, :]
 //
+// or, with upscale r > 1, the product pixel-shuffled into an image r times as high and wide (an
+// upsampling layer's convolution and PixelShuffle; its residual the skip connection added after it):
+//
+//   out[b, c, r h + i, r w + j] = (W x[b, :, h, w] + b)[c r^2 + i r + j] + residual[b, c, r h + i, r w + j]
+//
 // n the pixel's channels normalised to zero mean and unit variance (normalize; a LayerNorm's affine
 // is folded into W and b by the caller), s the image's per-input-channel scale (in_scale: NAFNet's
 // channel attention), G(z) = z[:N/2] * z[N/2:] (gate: SimpleGate) or the identity. This spares the
@@ -17,7 +22,8 @@
 // W is packed once (pack_pointwise) into panels of two vectors of output columns, (panels, K, 2V):
 // a micro-kernel keeps MR rows x 2V columns of the product in registers, broadcasting one input
 // value against two weight vectors per step of K. With gate, a panel's two vectors are the same V
-// channels of the two halves, so the micro-kernel multiplies its own two accumulators.
+// channels of the two halves, so the micro-kernel multiplies its own two accumulators. With upscale,
+// the columns are grouped by the output pixel they go to (i, j), each group padded to whole panels.
 #include "vec.h"
 
 #include <ATen/ATen.h>
@@ -64,19 +70,25 @@ inline Reg reg_broadcast(const float* p) { return Vec(*p); }
 inline Reg reg_fma(Reg a, Reg b, Reg c) { return at::vec::fmadd(a, b, c); }
 #endif
 
+// Panels of one group of columns (of all of them but with upscale).
+int64_t group_panels(int64_t out_channels, bool gate) {
+  return gate ? (out_channels + V - 1) / V : (out_channels + NB - 1) / NB;
+}
+
+int64_t panel_count(int64_t out_channels, bool gate, int64_t upscale) {
+  return group_panels(out_channels, gate) * upscale * upscale;
+}
+
 // Where output column `lane` of vector v of panel j comes from in the unpacked weight (N rows), or -1
 // for padding.
-int64_t source_column(int64_t j, int64_t v, int64_t lane, int64_t N, bool gate) {
+int64_t source_column(int64_t j, int64_t v, int64_t lane, int64_t N, bool gate, int64_t upscale) {
   if (gate) {
     const int64_t half = N / 2, channel = j * V + lane;
     return channel < half ? v * half + channel : -1;
   }
-  const int64_t column = j * NB + v * V + lane;
-  return column < N ? column : -1;
-}
-
-int64_t panel_count(int64_t out_channels, bool gate) {
-  return gate ? (out_channels + V - 1) / V : (out_channels + NB - 1) / NB;
+  const int64_t groups = upscale * upscale, out_channels = N / groups, panels = group_panels(out_channels, false);
+  const int64_t channel = j % panels * NB + v * V + lane;
+  return channel < out_channels ? channel * groups + j / panels : -1;
 }
 
 // What the GEMM over one image's rows needs.
@@ -85,10 +97,24 @@ struct Gemm {
   const float* weight;  // (panels, K, NB)
   const float* bias;    // (panels, NB)
   const float* residual;  // (rows, N) or null
-  float* out;           // (rows, N)
-  int64_t rows, K, N, panels;
+  float* out;           // (rows, N), or (rows * upscale^2, N) pixel-shuffled
+  int64_t rows, K, N, panels;  // N: the output's channels
   bool gate, normalize;
   float eps;
+  int64_t upscale, height, width;  // with upscale > 1: x's height and width, which the shuffle needs
+
+  // Where row `row`'s outputs of panel j go, relative to out (and residual), and the first column.
+  int64_t destination(int64_t row, int64_t j, int64_t& column) const {
+    if (upscale == 1) {
+      column = j * (gate ? V : NB);
+      return row * N + column;
+    }
+    const int64_t panels_per_group = group_panels(N, false), group = j / panels_per_group;
+    column = j % panels_per_group * NB;
+    const int64_t pixel = row % (height * width), image = row / (height * width);
+    const int64_t h = pixel / width * upscale + group / upscale, w = pixel % width * upscale + group % upscale;
+    return ((image * height * upscale + h) * width * upscale + w) * N + column;
+  }
 };
 
 // MR (or fewer, M) rows of x times panel j, stored with the epilogue: bias, gate, residual.
@@ -108,12 +134,15 @@ inline void micro_kernel(const Gemm& g, const float* x, int64_t row, int64_t j) 
     }
   }
   const Vec b0 = Vec::loadu(g.bias + j * NB), b1 = Vec::loadu(g.bias + j * NB + V);
-  const int64_t n0 = j * (g.gate ? V : NB);
+  int64_t n0 = 0;
+  g.destination(row, j, n0);
   const int64_t count0 = std::min(V, g.N - n0), count1 = g.gate ? 0 : std::clamp<int64_t>(g.N - n0 - V, 0, V);
 #pragma GCC unroll 16
   for (int m = 0; m < M; ++m) {
-    float* y = g.out + (row + m) * g.N + n0;
-    const float* r = g.residual == nullptr ? nullptr : g.residual + (row + m) * g.N + n0;
+    int64_t column = 0;
+    const int64_t at = g.destination(row + m, j, column);
+    float* y = g.out + at;
+    const float* r = g.residual == nullptr ? nullptr : g.residual + at;
     Vec o0 = Vec(acc0[m]) + b0;
     if (g.gate) o0 = o0 * (Vec(acc1[m]) + b1);
     if (r != nullptr) o0 = o0 + Vec::loadu(r, count0);
@@ -208,19 +237,22 @@ void check_float_cpu(const at::Tensor& t, const char* name) {
 }
 
 std::tuple<at::Tensor, at::Tensor> pack_pointwise(const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                                                  bool gate) {
+                                                  bool gate, int64_t upscale) {
   check_float_cpu(weight, "weight");
   TORCH_CHECK(weight.dim() == 2 && weight.numel() > 0, "pack_pointwise: weight must be a non-empty 2-D "
               "(out_channels, in_channels) tensor, got shape ", weight.sizes());
   const int64_t N = weight.size(0), K = weight.size(1);
   TORCH_CHECK(!gate || N % 2 == 0, "pack_pointwise: with gate, weight must have an even number of output "
               "channels (two halves to multiply), got ", N);
+  TORCH_CHECK(upscale >= 1 && !(gate && upscale > 1) && N % (upscale * upscale) == 0, "pack_pointwise: upscale must "
+              "be >= 1, without gate, and divide weight's ", N, " output channels by its square, got ", upscale,
+              gate ? " with gate" : "");
   if (bias.has_value()) {
     check_float_cpu(*bias, "bias");
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, "pack_pointwise: bias must have shape [", N, "], got ",
                 bias->sizes());
   }
-  const int64_t out_channels = gate ? N / 2 : N, panels = panel_count(out_channels, gate);
+  const int64_t out_channels = gate ? N / 2 : N / (upscale * upscale), panels = panel_count(out_channels, gate, upscale);
   at::Tensor packed = at::zeros({panels, K, NB}, weight.options());
   at::Tensor packed_bias = at::zeros({panels, NB}, weight.options());
   const at::Tensor w = weight.contiguous();
@@ -231,7 +263,7 @@ std::tuple<at::Tensor, at::Tensor> pack_pointwise(const at::Tensor& weight, cons
   for (int64_t j = 0; j < panels; ++j) {
     for (int64_t v = 0; v < 2; ++v) {
       for (int64_t lane = 0; lane < V; ++lane) {
-        const int64_t column = source_column(j, v, lane, N, gate);
+        const int64_t column = source_column(j, v, lane, N, gate, upscale);
         if (column < 0) continue;
         for (int64_t k = 0; k < K; ++k) dst[(j * K + k) * NB + v * V + lane] = src[column * K + k];
         if (b.defined()) dst_bias[j * NB + v * V + lane] = b.data_ptr<float>()[column];
@@ -242,7 +274,7 @@ std::tuple<at::Tensor, at::Tensor> pack_pointwise(const at::Tensor& weight, cons
 }
 
 at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& packed_weight, const at::Tensor& packed_bias,
-                          int64_t out_channels, bool gate, bool normalize, double eps,
+                          int64_t out_channels, bool gate, bool normalize, double eps, int64_t upscale,
                           const c10::optional<at::Tensor>& in_scale, const c10::optional<at::Tensor>& residual) {
   check_float_cpu(x, "x");
   TORCH_CHECK(x.dim() == 4 && x.numel() > 0, "pointwise_conv: x must be a non-empty 4-D (B, C, H, W) tensor, got "
@@ -252,7 +284,10 @@ at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& packed_weight, 
   const int64_t B = x.size(0), K = x.size(1), H = x.size(2), W = x.size(3);
   check_float_cpu(packed_weight, "packed_weight");
   check_float_cpu(packed_bias, "packed_bias");
-  const int64_t panels = panel_count(out_channels, gate);
+  TORCH_CHECK(upscale >= 1 && !(gate && upscale > 1) && !(in_scale.has_value() && upscale > 1),
+              "pointwise_conv: upscale must be >= 1, and 1 with gate or in_scale, got ", upscale);
+  const int64_t panels = panel_count(out_channels, gate, upscale);
+  const int64_t OH = H * upscale, OW = W * upscale;
   TORCH_CHECK(out_channels > 0 && packed_weight.dim() == 3 && packed_weight.size(0) == panels &&
                   packed_weight.size(1) == K && packed_weight.size(2) == NB && packed_weight.is_contiguous(),
               "pointwise_conv: packed_weight must be pack_pointwise's (", panels, ", ", K, ", ", NB, ") for ",
@@ -269,16 +304,16 @@ at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& packed_weight, 
   if (residual.has_value()) {
     check_float_cpu(*residual, "residual");
     TORCH_CHECK(residual->dim() == 4 && residual->size(0) == B && residual->size(1) == out_channels &&
-                    residual->size(2) == H && residual->size(3) == W,
-                "pointwise_conv: residual must have shape [", B, ", ", out_channels, ", ", H, ", ", W, "], got ",
+                    residual->size(2) == OH && residual->size(3) == OW,
+                "pointwise_conv: residual must have shape [", B, ", ", out_channels, ", ", OH, ", ", OW, "], got ",
                 residual->sizes());
     TORCH_CHECK(residual->is_contiguous(at::MemoryFormat::ChannelsLast), "pointwise_conv: residual must be dense "
                 "in channels_last, got strides ", residual->strides());
   }
-  at::Tensor out = at::empty({B, out_channels, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  at::Tensor out = at::empty({B, out_channels, OH, OW}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   Gemm g{x.data_ptr<float>(), packed_weight.data_ptr<float>(), packed_bias.data_ptr<float>(),
          residual.has_value() ? residual->data_ptr<float>() : nullptr, out.data_ptr<float>(), B * H * W, K,
-         out_channels, panels, gate, normalize, static_cast<float>(eps)};
+         out_channels, panels, gate, normalize, static_cast<float>(eps), upscale, H, W};
   if (!in_scale.has_value()) {
     run(g);
     return out;
@@ -312,10 +347,10 @@ at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& packed_weight, 
 }  // namespace pyairir
 
 TORCH_LIBRARY(pyairir_cpu, m) {
-  m.def("pack_pointwise(Tensor weight, Tensor? bias, bool gate) -> (Tensor, Tensor)");
+  m.def("pack_pointwise(Tensor weight, Tensor? bias, bool gate, int upscale) -> (Tensor, Tensor)");
   m.def(
       "pointwise_conv(Tensor x, Tensor packed_weight, Tensor packed_bias, int out_channels, bool gate, "
-      "bool normalize, float eps, Tensor? in_scale, Tensor? residual) -> Tensor");
+      "bool normalize, float eps, int upscale, Tensor? in_scale, Tensor? residual) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(pyairir_cpu, CPU, m) {

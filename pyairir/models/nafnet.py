@@ -19,8 +19,8 @@ from torch import nn
 
 from pyairir.models.checks import check_model_input
 from pyairir.models.protocol import Encoded, Inject, no_injection
-from pyairir.nn import LocalAvgPool2d, NAFBlock
-from pyairir.nn.fast import standalone_conv
+from pyairir.nn import LocalAvgPool2d, NAFBlock, pointwise
+from pyairir.nn.fast import inference_memory, standalone_conv
 
 
 class NAFNet(nn.Module):
@@ -81,14 +81,23 @@ class NAFNet(nn.Module):
         x = inject("latent", encoded.levels["latent"])
         for i, (decoder, up) in enumerate(zip(self.decoders, self.ups)):
             level = f"level{depth - i}"
-            conv, shuffle = up
-            x = inject(level, decoder(shuffle(standalone_conv(conv, x, self.fast)) + encoded.levels[level]))
+            x = inject(level, decoder(self.upsample(up, x, encoded.levels[level])))
         x = standalone_conv(self.ending, x, self.fast) + encoded.image
         h, w = encoded.size
         return x[:, :, :h, :w]
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(inp))
+
+    def upsample(self, up: nn.Sequential, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """PixelShuffle(conv(x)) + skip, a decoder level's input, up = (conv, PixelShuffle): in fast float32
+        inference on CPU one GEMM whose epilogue shuffles and adds (pyairir.nn.pointwise)."""
+        conv, shuffle = up
+        if (self.fast and pointwise.usable(x) and skip.dtype == x.dtype
+                and skip.is_contiguous(memory_format=torch.channels_last)):
+            with inference_memory(self.fast):
+                return pointwise.conv(conv, x, upscale=shuffle.upscale_factor, residual=skip)
+        return shuffle(standalone_conv(conv, x, self.fast)) + skip
 
     def check_image_size(self, x: torch.Tensor) -> torch.Tensor:
         """Zero-pads x (B, C, H, W) right and bottom to multiples of padder_size."""

@@ -40,8 +40,11 @@ def conv(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 def standalone_conv(module: nn.Conv2d, x: torch.Tensor, fast: bool) -> torch.Tensor:
     """module(x) for a convolution of a fast model outside its blocks (patch embedding, resampling,
-    output), computed in compute_dtype(fast, x) and returned in x's dtype."""
-    return conv(module, x.to(compute_dtype(fast, x))).to(x.dtype)
+    output), computed in compute_dtype(fast, x), its weight prepacked (pyairir.nn.prepacked) in fast
+    inference, and returned in x's dtype."""
+    y = x.to(compute_dtype(fast, x))
+    with inference_memory(fast):
+        return (prepacked.conv(module, y) if fast else conv(module, y)).to(x.dtype)
 
 
 def residual(x: torch.Tensor, y: torch.Tensor, fast: bool) -> torch.Tensor:

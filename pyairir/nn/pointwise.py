@@ -3,9 +3,12 @@ them fused in, for CPU inference (the GEMM in csrc/cpu/pointwise_conv.cpp).
 
     conv(module, x, norm=n, gate=True, out_scale=s, in_scale=c, residual=r)
         = r + G(s * module(n(x) * c)),   G(z) = z[:, :N/2] * z[:, N/2:] with gate
+    conv(module, x, upscale=2, residual=r) = r + pixel_shuffle(module(x), 2)
 
-NAFNet's block is four such convolutions around one depthwise filter; run by oneDNN, each leaves the
-norm before it, the gate and the residual add after it to passes of their own over the activations.
+NAFNet's block is four such convolutions around one depthwise filter, and its decoder's upsampling a
+convolution, a PixelShuffle and the skip connection's add; run by oneDNN, each convolution leaves the
+norm before it, the gate, the shuffle and the residual add after it to passes of their own over the
+activations.
 The packed weight (the norm's affine and out_scale folded in, in float64, then rounded to float32)
 is kept per module like pyairir.nn.prepacked's: keyed on the storage and version counter of every
 tensor folded in, made again when any changes, in a weak dictionary that goes with the module.
@@ -47,15 +50,17 @@ def usable(x: torch.Tensor) -> bool:
 
 def conv(module: nn.Conv2d, x: torch.Tensor, *, norm: nn.Module | None = None, gate: bool = False,
          out_scale: torch.Tensor | None = None, in_scale: torch.Tensor | None = None,
-         residual: torch.Tensor | None = None) -> torch.Tensor:
+         residual: torch.Tensor | None = None, upscale: int = 1) -> torch.Tensor:
     """residual + G(out_scale * module(norm(x) * in_scale)) for a 1x1 convolution `module` (N, K, 1, 1)
     on x (B, K, H, W) where usable(x).
 
     norm: a LayerNorm over channels with `weight`, `bias` (K,) and `eps` (NAFNet's LayerNorm2d), not with
     in_scale;
     gate: SimpleGate, output N/2 channels; out_scale (1, N, 1, 1); in_scale (B, K) (one scale per
-    image and input channel: NAFNet's channel attention); residual (B, N or N/2, H, W) channels_last.
-    Returns (B, N or N/2, H, W) float32 channels_last.
+    image and input channel: NAFNet's channel attention); upscale r: the output pixel-shuffled
+    (torch.nn.PixelShuffle(r)), not with gate or in_scale; residual shaped like the output,
+    channels_last. Returns (B, N, H, W), (B, N/2, H, W) with gate or (B, N/r^2, rH, rW) with upscale,
+    float32 channels_last.
     """
     if module.kernel_size != (1, 1) or module.stride != (1, 1) or module.groups != 1 or module.padding != (0, 0):
         raise ValueError(f"pointwise.conv: module must be a 1x1 convolution with stride 1, no padding and one group, "
@@ -67,20 +72,20 @@ def conv(module: nn.Conv2d, x: torch.Tensor, *, norm: nn.Module | None = None, g
         raise ValueError("pointwise.conv: out_scale cannot be folded through the gate; give one or the other")
     sources = tuple(t for t in (module.weight, module.bias, out_scale, *(() if norm is None else (norm.weight, norm.bias)))
                     if t is not None)
-    key = (gate, norm is not None, tuple((t.data_ptr(), t._version, t.dtype) for t in sources))
+    key = (gate, upscale, norm is not None, tuple((t.data_ptr(), t._version, t.dtype) for t in sources))
     cached = _PACKED.get(module)
     if cached is None or cached[0] != key:
-        cached = (key, sources, *_pack(module, norm, gate, out_scale))
+        cached = (key, sources, *_pack(module, norm, gate, out_scale, upscale))
         _PACKED[module] = cached
     *_, packed, packed_bias = cached
-    out_channels = module.out_channels // 2 if gate else module.out_channels
+    out_channels = module.out_channels // 2 if gate else module.out_channels // upscale ** 2
     eps = float(norm.eps) if norm is not None else 0.0
     return torch.ops.pyairir_cpu.pointwise_conv(x, packed, packed_bias, out_channels, gate, norm is not None, eps,
-                                                in_scale, residual)
+                                                upscale, in_scale, residual)
 
 
-def _pack(module: nn.Conv2d, norm: nn.Module | None, gate: bool,
-          out_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _pack(module: nn.Conv2d, norm: nn.Module | None, gate: bool, out_scale: torch.Tensor | None,
+          upscale: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The packed weight and bias of out_scale * module(norm(.)), folded in float64."""
     weight = module.weight.detach().double().flatten(1)
     bias = torch.zeros(weight.shape[0], dtype=torch.float64) if module.bias is None else module.bias.detach().double()
@@ -91,4 +96,4 @@ def _pack(module: nn.Conv2d, norm: nn.Module | None, gate: bool,
         if norm.bias is not None:
             bias = bias + weight @ norm.bias.detach().double()
         weight = weight * norm.weight.detach().double()
-    return torch.ops.pyairir_cpu.pack_pointwise(weight.float().contiguous(), bias.float(), gate)
+    return torch.ops.pyairir_cpu.pack_pointwise(weight.float().contiguous(), bias.float(), gate, upscale)

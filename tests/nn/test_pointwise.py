@@ -116,22 +116,24 @@ def test_follows_every_change(change):
 
 def test_bad_arguments_are_named():
     conv, norm, x, residual = case(8, 16, (3, 4))
-    packed, bias = torch.ops.pyairir_cpu.pack_pointwise(conv.weight.detach().flatten(1), conv.bias.detach(), False)
+    packed, bias = torch.ops.pyairir_cpu.pack_pointwise(conv.weight.detach().flatten(1), conv.bias.detach(), False, 1)
     op = torch.ops.pyairir_cpu.pointwise_conv
     with pytest.raises(RuntimeError, match="x must be dense in channels_last"):
-        op(x.contiguous(), packed, bias, 16, False, False, 0.0, None, None)
+        op(x.contiguous(), packed, bias, 16, False, False, 0.0, 1, None, None)
     with pytest.raises(RuntimeError, match="x must be float32, got Double"):
-        op(x.double(), packed, bias, 16, False, False, 0.0, None, None)
+        op(x.double(), packed, bias, 16, False, False, 0.0, 1, None, None)
     with pytest.raises(RuntimeError, match="x must be a non-empty 4-D"):
-        op(x[:0], packed, bias, 16, False, False, 0.0, None, None)
+        op(x[:0], packed, bias, 16, False, False, 0.0, 1, None, None)
     with pytest.raises(RuntimeError, match="packed_weight must be pack_pointwise's"):
-        op(channels_last(torch.randn(1, 9, 3, 4)), packed, bias, 16, False, False, 0.0, None, None)
+        op(channels_last(torch.randn(1, 9, 3, 4)), packed, bias, 16, False, False, 0.0, 1, None, None)
     with pytest.raises(RuntimeError, match="residual must have shape \\[1, 16, 3, 4\\]"):
-        op(x, packed, bias, 16, False, False, 0.0, None, residual[:, :8])
+        op(x, packed, bias, 16, False, False, 0.0, 1, None, residual[:, :8])
     with pytest.raises(RuntimeError, match="in_scale must be a contiguous \\(1, 8\\)"):
-        op(x, packed, bias, 16, False, False, 0.0, torch.ones(1, 7), None)
+        op(x, packed, bias, 16, False, False, 0.0, 1, torch.ones(1, 7), None)
+    with pytest.raises(RuntimeError, match="upscale must be >= 1, and 1 with gate or in_scale, got 2"):
+        op(x, packed, bias, 4, False, False, 0.0, 2, torch.ones(1, 8), None)
     with pytest.raises(RuntimeError, match="even number of output channels"):
-        torch.ops.pyairir_cpu.pack_pointwise(torch.randn(5, 8), None, True)
+        torch.ops.pyairir_cpu.pack_pointwise(torch.randn(5, 8), None, True, 1)
     with pytest.raises(ValueError, match="module must be a 1x1 convolution"):
         pointwise.conv(nn.Conv2d(8, 16, 3, padding=1), x)
     with pytest.raises(ValueError, match="in_scale cannot follow the norm"):
@@ -196,3 +198,19 @@ def test_nafblock_with_dropout_in_training_is_not_fused():
     with torch.no_grad(), CountFused() as counter:
         block(channels_last(torch.randn(1, 8, 4, 4)))
     assert counter.calls == 4
+
+
+@pytest.mark.parametrize("cin,cout,shape", [(64, 128, (5, 7)), (40, 4 * 37, (3, 4)), (16, 36, (1, 2))],
+                         ids=["64-128-5x7", "40-148-3x4", "16-36-1x2"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_upscale_equals_pixel_shuffle_and_add(cin, cout, shape, batch):
+    """An upsampling layer (1x1 convolution, PixelShuffle) and the skip connection added after it, as NAFNet's
+    decoder has them: the shuffle in the GEMM's stores (3 of 37 channels per vector left over, too)."""
+    upscale = 2 if cout % 9 else 3
+    conv, _, x, _ = case(cin, cout, shape, batch=batch, bias=False)
+    skip = channels_last(torch.randn(batch, cout // upscale ** 2, shape[0] * upscale, shape[1] * upscale))
+    with torch.no_grad():
+        out = pointwise.conv(conv, x, upscale=upscale, residual=skip)
+    want = F.pixel_shuffle(expected(conv, x), upscale) + skip.double()
+    assert out.shape == want.shape and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=2e-6 * cin ** 0.5)

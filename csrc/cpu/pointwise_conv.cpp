@@ -117,14 +117,17 @@ struct Gemm {
   }
 };
 
-// MR (or fewer, M) rows of x times panel j, stored with the epilogue: bias, gate, residual.
+// MR (or fewer, M) rows of x times panel j, stored with the epilogue: bias, gate, residual. Meanwhile
+// K cache lines from `prefetch` on are fetched into L2 (half of the next panel: on a model's cold
+// weights, the first rows against each panel otherwise waited for memory).
 template <int M>
-inline void micro_kernel(const Gemm& g, const float* x, int64_t row, int64_t j) {
+inline void micro_kernel(const Gemm& g, const float* x, int64_t row, int64_t j, const float* prefetch) {
   const float* w = g.weight + j * g.K * NB;
   Reg acc0[M], acc1[M];
 #pragma GCC unroll 16
   for (int m = 0; m < M; ++m) acc0[m] = acc1[m] = reg_zero();
   for (int64_t k = 0; k < g.K; ++k) {
+    __builtin_prefetch(prefetch + k * 16, 0, 2);
     const Reg w0 = reg_load(w + k * NB), w1 = reg_load(w + k * NB + V);
 #pragma GCC unroll 16
     for (int m = 0; m < M; ++m) {
@@ -157,38 +160,60 @@ inline void micro_kernel(const Gemm& g, const float* x, int64_t row, int64_t j) 
 
 // micro_kernel<rows> for a run-time rows <= MR (the last rows of a task).
 template <int M = MR>
-inline void micro_kernel_rows(int rows, const Gemm& g, const float* x, int64_t row, int64_t j) {
+inline void micro_kernel_rows(int rows, const Gemm& g, const float* x, int64_t row, int64_t j,
+                              const float* prefetch) {
   if constexpr (M > 0) {
-    if (rows == M) return micro_kernel<M>(g, x, row, j);
-    return micro_kernel_rows<M - 1>(rows, g, x, row, j);
+    if (rows == M) return micro_kernel<M>(g, x, row, j, prefetch);
+    return micro_kernel_rows<M - 1>(rows, g, x, row, j, prefetch);
   }
 }
 
-// dst = (src - mean) / sqrt(var + eps) over each of `rows` rows of K values.
-void normalise_rows(const float* src, float* dst, int64_t rows, int64_t K, float eps) {
+// dst = (src - mean) / sqrt(var + eps) over each of R rows of K values, the rows' reductions
+// interleaved (one row's horizontal sums alone wait on their own latency).
+template <int R>
+inline void normalise_group(const float* src, float* dst, int64_t K, float eps) {
   const auto sum = [](Vec& a, Vec& b) { return a + b; };
-  for (int64_t p = 0; p < rows; ++p) {
-    const float* s = src + p * K;
-    float* d = dst + p * K;
-    Vec total(0.f);
-    int64_t k = 0;
-    for (; k + V <= K; k += V) total = total + Vec::loadu(s + k);
-    float mean = at::vec::vec_reduce_all<float>(sum, total);
-    for (; k < K; ++k) mean += s[k];
-    mean /= static_cast<float>(K);
-    const Vec vmean(mean);
-    Vec squares(0.f);
-    for (k = 0; k + V <= K; k += V) {
-      const Vec centred = Vec::loadu(s + k) - vmean;
-      squares = at::vec::fmadd(centred, centred, squares);
-    }
-    float var = at::vec::vec_reduce_all<float>(sum, squares);
-    for (; k < K; ++k) var += (s[k] - mean) * (s[k] - mean);
-    const float inv = 1.f / std::sqrt(var / static_cast<float>(K) + eps);
-    const Vec vinv(inv);
-    for (k = 0; k + V <= K; k += V) ((Vec::loadu(s + k) - vmean) * vinv).store(d + k);
-    for (; k < K; ++k) d[k] = (s[k] - mean) * inv;
+  const int64_t whole = K / V * V;
+  Vec acc[R];
+  float mean[R], inv[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) acc[r] = Vec(0.f);
+  for (int64_t k = 0; k < whole; k += V) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) acc[r] = acc[r] + Vec::loadu(src + r * K + k);
   }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    mean[r] = at::vec::vec_reduce_all<float>(sum, acc[r]);
+    for (int64_t k = whole; k < K; ++k) mean[r] += src[r * K + k];
+    mean[r] /= static_cast<float>(K);
+    acc[r] = Vec(0.f);
+  }
+  for (int64_t k = 0; k < whole; k += V) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const Vec centred = Vec::loadu(src + r * K + k) - Vec(mean[r]);
+      acc[r] = at::vec::fmadd(centred, centred, acc[r]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    float var = at::vec::vec_reduce_all<float>(sum, acc[r]);
+    for (int64_t k = whole; k < K; ++k) var += (src[r * K + k] - mean[r]) * (src[r * K + k] - mean[r]);
+    inv[r] = 1.f / std::sqrt(var / static_cast<float>(K) + eps);
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    const Vec vmean(mean[r]), vinv(inv[r]);
+    for (int64_t k = 0; k < whole; k += V) ((Vec::loadu(src + r * K + k) - vmean) * vinv).store(dst + r * K + k);
+    for (int64_t k = whole; k < K; ++k) dst[r * K + k] = (src[r * K + k] - mean[r]) * inv[r];
+  }
+}
+
+void normalise_rows(const float* src, float* dst, int64_t rows, int64_t K, float eps) {
+  int64_t p = 0;
+  for (; p + 4 <= rows; p += 4) normalise_group<4>(src + p * K, dst + p * K, K, eps);
+  for (; p < rows; ++p) normalise_group<1>(src + p * K, dst + p * K, K, eps);
 }
 
 // The GEMM over g.rows rows, in tasks of consecutive rows (a whole number of micro-kernels, at most
@@ -203,7 +228,8 @@ void run(const Gemm& g) {
   const int64_t panel_groups = blocks < threads ? std::min(g.panels, threads) : 1;
   const bool small_weight = g.panels * g.K * NB * 4 <= SMALL_WEIGHT_BYTES;
   at::parallel_for(0, blocks * panel_groups, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> normalised;
+    // kept per thread across calls: a fresh 128 KB buffer per task came from mmap, page faults and all
+    thread_local std::vector<float> normalised;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t block = task / panel_groups, group = task % panel_groups;
       const int64_t row0 = std::min(g.rows, units * block / blocks * MR);
@@ -215,16 +241,18 @@ void run(const Gemm& g) {
         x = normalised.data();
       }
       const int64_t j0 = g.panels * group / panel_groups, j1 = g.panels * (group + 1) / panel_groups;
-      const auto micro = [&](int64_t row, int64_t j) {
-        micro_kernel_rows(static_cast<int>(std::min<int64_t>(MR, row1 - row)), g, x + (row - row0) * g.K, row, j);
+      const auto micro = [&](int64_t row, int64_t j, const float* prefetch) {
+        micro_kernel_rows(static_cast<int>(std::min<int64_t>(MR, row1 - row)), g, x + (row - row0) * g.K, row, j,
+                          prefetch);
       };
       if (small_weight) {  // each output row written whole, the weight in L1/L2 throughout
         for (int64_t row = row0; row < row1; row += MR) {
-          for (int64_t j = j0; j < j1; ++j) micro(row, j);
+          for (int64_t j = j0; j < j1; ++j) micro(row, j, g.weight + j * g.K * NB);
         }
       } else {  // one panel of the weight at a time, from L2, against all rows of the task
         for (int64_t j = j0; j < j1; ++j) {
-          for (int64_t row = row0; row < row1; row += MR) micro(row, j);
+          const float* next = g.weight + std::min(j + 1, j1 - 1) * g.K * NB;
+          for (int64_t row = row0; row < row1; row += MR) micro(row, j, next + (row - row0) / MR % 2 * g.K * 16);
         }
       }
     }

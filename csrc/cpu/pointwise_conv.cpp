@@ -216,45 +216,62 @@ void normalise_rows(const float* src, float* dst, int64_t rows, int64_t K, float
   for (; p < rows; ++p) normalise_group<1>(src + p * K, dst + p * K, K, eps);
 }
 
-// The GEMM over g.rows rows, in tasks of consecutive rows (a whole number of micro-kernels, at most
-// X_BLOCK_BYTES of x each, as many per thread) times all panels; with fewer micro-kernels than threads,
-// in tasks of panels.
+// Rows [row0, row1) of g's x (x pointing at row0's) times panels [j0, j1), stored with the epilogue.
+void product(const Gemm& g, const float* x, int64_t row0, int64_t row1, int64_t j0, int64_t j1) {
+  const auto micro = [&](int64_t row, int64_t j, const float* prefetch) {
+    micro_kernel_rows(static_cast<int>(std::min<int64_t>(MR, row1 - row)), g, x + (row - row0) * g.K, row, j,
+                      prefetch);
+  };
+  if (g.panels * g.K * NB * 4 <= SMALL_WEIGHT_BYTES) {  // each output row written whole, the weight in L1/L2
+    for (int64_t row = row0; row < row1; row += MR) {
+      for (int64_t j = j0; j < j1; ++j) micro(row, j, g.weight + j * g.K * NB);
+    }
+  } else {  // one panel of the weight at a time, from L2, against all rows of the task
+    for (int64_t j = j0; j < j1; ++j) {
+      const float* next = g.weight + std::min(j + 1, j1 - 1) * g.K * NB;
+      for (int64_t row = row0; row < row1; row += MR) micro(row, j, next + (row - row0) / MR % 2 * g.K * 16);
+    }
+  }
+}
+
+// `rows` rows in tasks of consecutive rows: a whole number of micro-kernels, at most `row_bytes` x
+// X_BLOCK_BYTES each, as many tasks per thread (or one per thread, with `one_per_thread`).
+struct Tasks {
+  int64_t units, blocks;
+  Tasks(int64_t rows, int64_t row_bytes, bool one_per_thread) {
+    units = (rows + MR - 1) / MR;
+    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+    const int64_t units_per_block = std::max<int64_t>(1, X_BLOCK_BYTES / (row_bytes * MR));
+    blocks = one_per_thread ? threads : (units + units_per_block - 1) / units_per_block;
+    blocks = std::max<int64_t>(1, std::min(units, (blocks + threads - 1) / threads * threads));
+  }
+  int64_t first_row(int64_t block, int64_t rows) const { return std::min(rows, units * block / blocks * MR); }
+};
+
+// Thread-local buffers kept across calls: a fresh 128 KB buffer per task came from mmap, page faults and all.
+float* scratch(int which, int64_t size) {
+  thread_local std::vector<float> buffers[4];
+  if (static_cast<int64_t>(buffers[which].size()) < size) buffers[which].resize(size);
+  return buffers[which].data();
+}
+
+// The GEMM over g.rows rows, in Tasks times all panels; with fewer micro-kernels than threads, in tasks
+// of panels.
 void run(const Gemm& g) {
-  const int64_t units = (g.rows + MR - 1) / MR;
+  const Tasks tasks(g.rows, 4 * g.K, false);
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t units_per_block = std::max<int64_t>(1, X_BLOCK_BYTES / (4 * g.K * MR));
-  int64_t blocks = (units + units_per_block - 1) / units_per_block;
-  blocks = std::min(units, (blocks + threads - 1) / threads * threads);
-  const int64_t panel_groups = blocks < threads ? std::min(g.panels, threads) : 1;
-  const bool small_weight = g.panels * g.K * NB * 4 <= SMALL_WEIGHT_BYTES;
-  at::parallel_for(0, blocks * panel_groups, 1, [&](int64_t begin, int64_t end) {
-    // kept per thread across calls: a fresh 128 KB buffer per task came from mmap, page faults and all
-    thread_local std::vector<float> normalised;
+  const int64_t panel_groups = tasks.blocks < threads ? std::min(g.panels, threads) : 1;
+  at::parallel_for(0, tasks.blocks * panel_groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t block = task / panel_groups, group = task % panel_groups;
-      const int64_t row0 = std::min(g.rows, units * block / blocks * MR);
-      const int64_t row1 = std::min(g.rows, units * (block + 1) / blocks * MR);
+      const int64_t row0 = tasks.first_row(block, g.rows), row1 = tasks.first_row(block + 1, g.rows);
       const float* x = g.x + row0 * g.K;
       if (g.normalize) {
-        normalised.resize((row1 - row0) * g.K);
-        normalise_rows(x, normalised.data(), row1 - row0, g.K, g.eps);
-        x = normalised.data();
+        float* normalised = scratch(0, (row1 - row0) * g.K);
+        normalise_rows(x, normalised, row1 - row0, g.K, g.eps);
+        x = normalised;
       }
-      const int64_t j0 = g.panels * group / panel_groups, j1 = g.panels * (group + 1) / panel_groups;
-      const auto micro = [&](int64_t row, int64_t j, const float* prefetch) {
-        micro_kernel_rows(static_cast<int>(std::min<int64_t>(MR, row1 - row)), g, x + (row - row0) * g.K, row, j,
-                          prefetch);
-      };
-      if (small_weight) {  // each output row written whole, the weight in L1/L2 throughout
-        for (int64_t row = row0; row < row1; row += MR) {
-          for (int64_t j = j0; j < j1; ++j) micro(row, j, g.weight + j * g.K * NB);
-        }
-      } else {  // one panel of the weight at a time, from L2, against all rows of the task
-        for (int64_t j = j0; j < j1; ++j) {
-          const float* next = g.weight + std::min(j + 1, j1 - 1) * g.K * NB;
-          for (int64_t row = row0; row < row1; row += MR) micro(row, j, next + (row - row0) / MR % 2 * g.K * 16);
-        }
-      }
+      product(g, x, row0, row1, g.panels * group / panel_groups, g.panels * (group + 1) / panel_groups);
     }
   });
 }
@@ -299,6 +316,20 @@ std::tuple<at::Tensor, at::Tensor> pack_pointwise(const at::Tensor& weight, cons
     }
   }
   return {packed, packed_bias};
+}
+
+// scaled = packed (panels, K, NB) with its rows k times s[k].
+void scale_rows(const at::Tensor& packed, const float* s, at::Tensor& scaled) {
+  const int64_t K = packed.size(1);
+  at::parallel_for(0, packed.size(0) * K, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Vec scale(s[i % K]);
+      const float* src = packed.data_ptr<float>() + i * NB;
+      float* dst = scaled.data_ptr<float>() + i * NB;
+      (Vec::loadu(src) * scale).store(dst);
+      (Vec::loadu(src + V) * scale).store(dst + V);
+    }
+  });
 }
 
 at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& packed_weight, const at::Tensor& packed_bias,
@@ -350,16 +381,7 @@ at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& packed_weight, 
   at::Tensor scaled = at::empty_like(packed_weight);
   const int64_t pixels = H * W;
   for (int64_t b = 0; b < B; ++b) {
-    const float* s = in_scale->data_ptr<float>() + b * K;
-    at::parallel_for(0, panels * K, 64, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const Vec scale(s[i % K]);
-        const float* src = packed_weight.data_ptr<float>() + i * NB;
-        float* dst = scaled.data_ptr<float>() + i * NB;
-        (Vec::loadu(src) * scale).store(dst);
-        (Vec::loadu(src + V) * scale).store(dst + V);
-      }
-    });
+    scale_rows(packed_weight, in_scale->data_ptr<float>() + b * K, scaled);
     Gemm image = g;
     image.x = g.x + b * pixels * K;
     image.weight = scaled.data_ptr<float>();
@@ -367,6 +389,79 @@ at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& packed_weight, 
     image.out = g.out + b * pixels * out_channels;
     image.rows = pixels;
     run(image);
+  }
+  return out;
+}
+
+// Checks that `packed` is pack_pointwise's weight for `in_channels` -> `out_channels` (with gate: the
+// gate's outputs), and `bias` its bias.
+void check_packed(const at::Tensor& packed, const at::Tensor& bias, int64_t in_channels, int64_t out_channels,
+                  bool gate, const char* name) {
+  check_float_cpu(packed, name);
+  check_float_cpu(bias, name);
+  const int64_t panels = panel_count(out_channels, gate, 1);
+  TORCH_CHECK(packed.dim() == 3 && packed.size(0) == panels && packed.size(1) == in_channels &&
+                  packed.size(2) == NB && packed.is_contiguous() && bias.dim() == 2 && bias.size(0) == panels &&
+                  bias.size(1) == NB && bias.is_contiguous(),
+              "nafblock_tail: ", name, " must be pack_pointwise's (", panels, ", ", in_channels, ", ", NB,
+              ") weight and (", panels, ", ", NB, ") bias, got ", packed.sizes(), " and ", bias.sizes());
+}
+
+// The second half of NAFNet's block in one pass over its rows, each task's intermediate rows in cache:
+//
+//   y = inp + W3 diag(s) t + b3,   out = y + W5 G(W4 n(y) + b4) + b5
+//
+// t (B, K3, H, W) the first SimpleGate's output, s (B, K3) the channel attention, inp (B, c, H, W) the
+// block's input, all float32 channels_last; w3 (beta folded), w4 (norm2 folded, gate) and w5 (gamma
+// folded) packed by pack_pointwise. Equals pointwise_conv three times; y and G(...) never leave the cache.
+at::Tensor nafblock_tail(const at::Tensor& t, const at::Tensor& in_scale, const at::Tensor& inp,
+                         const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& w4, const at::Tensor& b4,
+                         const at::Tensor& w5, const at::Tensor& b5, double eps) {
+  for (const auto& [tensor, name] : {std::pair<const at::Tensor&, const char*>{t, "t"}, {inp, "inp"}}) {
+    check_float_cpu(tensor, name);
+    TORCH_CHECK(tensor.dim() == 4 && tensor.numel() > 0 && tensor.is_contiguous(at::MemoryFormat::ChannelsLast),
+                "nafblock_tail: ", name, " must be a non-empty (B, C, H, W) tensor dense in channels_last, got shape ",
+                tensor.sizes(), " and strides ", tensor.strides());
+  }
+  const int64_t B = t.size(0), K3 = t.size(1), H = t.size(2), W = t.size(3), c = inp.size(1), f = w5.size(1);
+  TORCH_CHECK(inp.size(0) == B && inp.size(2) == H && inp.size(3) == W, "nafblock_tail: inp must have shape [", B,
+              ", C, ", H, ", ", W, "] like t, got ", inp.sizes());
+  check_float_cpu(in_scale, "in_scale");
+  TORCH_CHECK(in_scale.dim() == 2 && in_scale.size(0) == B && in_scale.size(1) == K3 && in_scale.is_contiguous(),
+              "nafblock_tail: in_scale must be a contiguous (", B, ", ", K3, ") tensor, got ", in_scale.sizes());
+  check_packed(w3, b3, K3, c, false, "w3");
+  check_packed(w4, b4, c, f, true, "w4");
+  check_packed(w5, b5, f, c, false, "w5");
+  at::Tensor out = at::empty_like(inp, inp.options().memory_format(at::MemoryFormat::ChannelsLast));
+  at::Tensor scaled = at::empty_like(w3);
+  const int64_t pixels = H * W, widest = std::max({K3, c, f});
+  // Weights that leave no room in L2 beside the rows: one task per thread, each streaming them once.
+  const bool large_weights = (w3.numel() + w4.numel() + w5.numel()) * 4 > SMALL_WEIGHT_BYTES;
+  const Tasks tasks(pixels, 4 * widest, large_weights);
+  for (int64_t b = 0; b < B; ++b) {
+    scale_rows(w3, in_scale.data_ptr<float>() + b * K3, scaled);
+    const float* t_image = t.data_ptr<float>() + b * pixels * K3;
+    const float* inp_image = inp.data_ptr<float>() + b * pixels * c;
+    float* out_image = out.data_ptr<float>() + b * pixels * c;
+    at::parallel_for(0, tasks.blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t block = begin; block < end; ++block) {
+        const int64_t row0 = tasks.first_row(block, pixels), rows = tasks.first_row(block + 1, pixels) - row0;
+        if (rows == 0) continue;
+        float* y = scratch(1, rows * c);
+        float* normalised = scratch(0, rows * c);
+        float* gated = scratch(2, rows * f);
+        const Gemm conv3{t_image + row0 * K3, scaled.data_ptr<float>(), b3.data_ptr<float>(), inp_image + row0 * c, y,
+                         rows, K3, c, w3.size(0), false, false, 0.f, 1, H, W};
+        product(conv3, conv3.x, 0, rows, 0, conv3.panels);
+        normalise_rows(y, normalised, rows, c, static_cast<float>(eps));
+        const Gemm conv4{normalised, w4.data_ptr<float>(), b4.data_ptr<float>(), nullptr, gated, rows, c, f,
+                         w4.size(0), true, false, 0.f, 1, H, W};
+        product(conv4, normalised, 0, rows, 0, conv4.panels);
+        const Gemm conv5{gated, w5.data_ptr<float>(), b5.data_ptr<float>(), y, out_image + row0 * c, rows, f, c,
+                         w5.size(0), false, false, 0.f, 1, H, W};
+        product(conv5, gated, 0, rows, 0, conv5.panels);
+      }
+    });
   }
   return out;
 }
@@ -379,9 +474,13 @@ TORCH_LIBRARY(pyairir_cpu, m) {
   m.def(
       "pointwise_conv(Tensor x, Tensor packed_weight, Tensor packed_bias, int out_channels, bool gate, "
       "bool normalize, float eps, int upscale, Tensor? in_scale, Tensor? residual) -> Tensor");
+  m.def(
+      "nafblock_tail(Tensor t, Tensor in_scale, Tensor inp, Tensor w3, Tensor b3, Tensor w4, Tensor b4, Tensor w5, "
+      "Tensor b5, float eps) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(pyairir_cpu, CPU, m) {
   m.impl("pack_pointwise", &pyairir::pack_pointwise);
   m.impl("pointwise_conv", &pyairir::pointwise_conv);
+  m.impl("nafblock_tail", &pyairir::nafblock_tail);
 }

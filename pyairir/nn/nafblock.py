@@ -81,20 +81,20 @@ class NAFBlock(nn.Module):
             return residual(y, self.dropout2(prepacked.conv(self.conv5, x, self.gamma)), self.fast)
 
     def fused(self, inp: torch.Tensor) -> torch.Tensor:
-        """The block in four fused GEMMs (pyairir.nn.pointwise) and the depthwise filter with the first
+        """The block in fused GEMMs (pyairir.nn.pointwise) and the depthwise filter with the first
         SimpleGate (ops.gated_gelu), inp (B, c, H, W) float32 channels_last: norm1 is conv1's prologue;
         the channel attention scales conv3's input channels and beta its outputs, its epilogue adds inp;
-        norm2 and the second SimpleGate wrap conv4; gamma scales conv5, whose epilogue adds y."""
+        norm2 and the second SimpleGate wrap conv4; gamma scales conv5, whose epilogue adds y. With the
+        global pool, conv3 to conv5 run as one pass over the pixels (pointwise.nafblock_tail)."""
         x = pointwise.conv(self.conv1, inp, norm=self.norm1)
         x = ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
         pool, channel_conv = self.sca
         if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
             weight, bias = like(channel_conv.weight.flatten(1), x), like(channel_conv.bias, x)
             scale = F.linear(x.mean((2, 3)), weight, bias).to(x.dtype)  # bf16 under torch.autocast
-            y = pointwise.conv(self.conv3, x, out_scale=self.beta, in_scale=scale, residual=inp)
-        else:
-            y = pointwise.conv(self.conv3, x * conv(channel_conv, pool(x)).to(x.dtype), out_scale=self.beta,
-                               residual=inp)
+            return pointwise.nafblock_tail(self, x, scale, inp)
+        y = pointwise.conv(self.conv3, x * conv(channel_conv, pool(x)).to(x.dtype), out_scale=self.beta,
+                           residual=inp)
         x = pointwise.conv(self.conv4, y, norm=self.norm2, gate=True)
         return pointwise.conv(self.conv5, x, out_scale=self.gamma, residual=y)
 

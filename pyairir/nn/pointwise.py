@@ -70,6 +70,28 @@ def conv(module: nn.Conv2d, x: torch.Tensor, *, norm: nn.Module | None = None, g
                          "packed bias, before any scale of the input); give one or the other")
     if gate and out_scale is not None:
         raise ValueError("pointwise.conv: out_scale cannot be folded through the gate; give one or the other")
+    packed, packed_bias = packed_weight(module, norm, gate, out_scale, upscale)
+    out_channels = module.out_channels // 2 if gate else module.out_channels // upscale ** 2
+    eps = float(norm.eps) if norm is not None else 0.0
+    return torch.ops.pyairir_cpu.pointwise_conv(x, packed, packed_bias, out_channels, gate, norm is not None, eps,
+                                                upscale, in_scale, residual)
+
+
+def nafblock_tail(block: nn.Module, t: torch.Tensor, in_scale: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
+    """The second half of NAFNet's block in one pass over its pixels (csrc/cpu/pointwise_conv.cpp):
+    y = inp + beta * conv3(t * in_scale), out = y + gamma * conv5(SimpleGate(conv4(norm2(y)))), equal to
+    conv() three times but with y and the gate's output kept in cache. t (B, c', H, W) the first
+    SimpleGate's output, in_scale (B, c') the channel attention, inp (B, c, H, W) the block's input, all
+    float32 channels_last where usable(); block a NAFBlock (conv3, conv4, conv5, norm2, beta, gamma)."""
+    w3, b3 = packed_weight(block.conv3, out_scale=block.beta)
+    w4, b4 = packed_weight(block.conv4, norm=block.norm2, gate=True)
+    w5, b5 = packed_weight(block.conv5, out_scale=block.gamma)
+    return torch.ops.pyairir_cpu.nafblock_tail(t, in_scale, inp, w3, b3, w4, b4, w5, b5, float(block.norm2.eps))
+
+
+def packed_weight(module: nn.Conv2d, norm: nn.Module | None = None, gate: bool = False,
+                  out_scale: torch.Tensor | None = None, upscale: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """module's weight and bias as conv() runs them (see conv), packed once and kept per module."""
     sources = tuple(t for t in (module.weight, module.bias, out_scale, *(() if norm is None else (norm.weight, norm.bias)))
                     if t is not None)
     key = (gate, upscale, norm is not None, tuple((t.data_ptr(), t._version, t.dtype) for t in sources))
@@ -77,11 +99,7 @@ def conv(module: nn.Conv2d, x: torch.Tensor, *, norm: nn.Module | None = None, g
     if cached is None or cached[0] != key:
         cached = (key, sources, *_pack(module, norm, gate, out_scale, upscale))
         _PACKED[module] = cached
-    *_, packed, packed_bias = cached
-    out_channels = module.out_channels // 2 if gate else module.out_channels // upscale ** 2
-    eps = float(norm.eps) if norm is not None else 0.0
-    return torch.ops.pyairir_cpu.pointwise_conv(x, packed, packed_bias, out_channels, gate, norm is not None, eps,
-                                                upscale, in_scale, residual)
+    return cached[2], cached[3]
 
 
 def _pack(module: nn.Conv2d, norm: nn.Module | None, gate: bool, out_scale: torch.Tensor | None,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pyairir.nn import NAFBlock, LayerNorm2d, pointwise
+from pyairir.nn import LayerNorm2d, LocalAvgPool2d, NAFBlock, pointwise
 
 pytestmark = pytest.mark.skipif(not pointwise.available(), reason="pyairir._C is not built")
 
@@ -161,21 +161,30 @@ def test_usable_only_for_float32_channels_last_inference():
 
 
 class CountFused(TorchDispatchMode):
+    """Counts the calls of the fused GEMMs by name."""
+
     def __init__(self):
         super().__init__()
-        self.calls = 0
+        self.calls = {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.calls += func.overloadpacket == torch.ops.pyairir_cpu.pointwise_conv
+        namespace, name = str(func.overloadpacket).split(".")
+        if namespace == "pyairir_cpu" and name != "pack_pointwise":
+            self.calls[name] = self.calls.get(name, 0) + 1
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("c,batch,shape", [(40, 1, (7, 5)), (48, 2, (13, 9)), (16, 1, (2, 3))])
-def test_nafblock_fused_equals_the_block(c, batch, shape):
-    """NAFBlock in fast inference on a float32 channels_last image runs its four 1x1 convolutions fused,
-    equal to the block's reference path (non-zero beta and gamma, so both residual branches count)."""
+@pytest.mark.parametrize("c,batch,shape", [(40, 1, (7, 5)), (48, 2, (13, 9)), (16, 1, (2, 3)), (16, 2, (40, 41))])
+@pytest.mark.parametrize("pool", ["global", "local"])
+def test_nafblock_fused_equals_the_block(c, batch, shape, pool):
+    """NAFBlock in fast inference on a float32 channels_last image runs its four 1x1 convolutions fused
+    (with the global pool, conv3 to conv5 in one pass: nafblock_tail; with NAFNetLocal's local pool, one
+    by one), equal to the block's reference path (non-zero beta and gamma, so both residual branches
+    count). 40x41 pixels make several tasks per image."""
     torch.manual_seed(1)
     block = NAFBlock(c).eval()
+    if pool == "local":
+        block.sca[0] = LocalAvgPool2d((3, 4))
     with torch.no_grad():
         for p in block.parameters():
             p.add_(torch.randn_like(p) * 0.2)
@@ -185,7 +194,7 @@ def test_nafblock_fused_equals_the_block(c, batch, shape):
         block.fast = True
         with CountFused() as counter:
             got = block(x)
-    assert counter.calls == 4
+    assert counter.calls == ({"pointwise_conv": 1, "nafblock_tail": 1} if pool == "global" else {"pointwise_conv": 4})
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -193,11 +202,11 @@ def test_nafblock_with_dropout_in_training_is_not_fused():
     block = NAFBlock(8, drop_out_rate=0.5, fast=True).train()
     with torch.no_grad(), CountFused() as counter:
         block(channels_last(torch.randn(1, 8, 4, 4)))
-    assert counter.calls == 0
+    assert counter.calls == {}
     block.eval()
     with torch.no_grad(), CountFused() as counter:
         block(channels_last(torch.randn(1, 8, 4, 4)))
-    assert counter.calls == 4
+    assert counter.calls == {"pointwise_conv": 1, "nafblock_tail": 1}
 
 
 @pytest.mark.parametrize("cin,cout,shape", [(64, 128, (5, 7)), (40, 4 * 37, (3, 4)), (16, 36, (1, 2))],

@@ -24,6 +24,7 @@
 // value against two weight vectors per step of K. With gate, a panel's two vectors are the same V
 // channels of the two halves, so the micro-kernel multiplies its own two accumulators. With upscale,
 // the columns are grouped by the output pixel they go to (i, j), each group padded to whole panels.
+#include "depthwise3x3.h"
 #include "vec.h"
 
 #include <ATen/ATen.h>
@@ -47,6 +48,7 @@ constexpr int64_t NB = 2 * V;              // columns of a panel
 constexpr int MR = V >= 16 ? 12 : 6;       // rows of a micro-kernel: 2 * MR accumulators + 3 fit the registers
 constexpr int64_t X_BLOCK_BYTES = 128 * 1024;  // a task's rows of x (or of their normalised copy), kept in L2
 constexpr int64_t SMALL_WEIGHT_BYTES = 128 * 1024;  // a packed weight that stays in L2 beside them
+constexpr int64_t U_BUFFER_BYTES = 1024 * 1024;  // nafblock_head's rows of conv1's outputs, in L2
 
 // The micro-kernel's registers: raw intrinsics, so that the compiler keeps the accumulators in
 // registers across the loop over K (with at::vec's class it spilled them at every step).
@@ -466,6 +468,95 @@ at::Tensor nafblock_tail(const at::Tensor& t, const at::Tensor& in_scale, const 
   return out;
 }
 
+// The first half of NAFNet's block in one pass over its pixels, conv1's outputs in cache:
+//
+//   u = W1 n(inp) + b1 (2h channels),   t = (dw(u)[:h] + d[:h]) * (dw(u)[h:] + d[h:]),   mean = t's channel means
+//
+// inp (B, c, H, W) float32 channels_last; w1, b1 conv1 packed (norm1 folded); dw_weight (2h, 1, 3, 3),
+// dw_bias (2h,) conv2, the depthwise 3x3 filter (zero padding). Returns t (B, h, H, W) channels_last and
+// mean (B, h), the channel attention's pool. Each thread takes a band of image rows and walks it in
+// chunks, keeping u for the chunk's rows and the row above and below (padded with zero pixels left and
+// right) in a buffer; the two rows it shares with the next chunk carry over, so u is computed once per
+// row but for the two rows around each band.
+std::tuple<at::Tensor, at::Tensor> nafblock_head(const at::Tensor& inp, const at::Tensor& w1, const at::Tensor& b1,
+                                                 const at::Tensor& dw_weight, const at::Tensor& dw_bias, double eps) {
+  check_float_cpu(inp, "inp");
+  TORCH_CHECK(inp.dim() == 4 && inp.numel() > 0 && inp.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "nafblock_head: inp must be a non-empty (B, C, H, W) tensor dense in channels_last, got shape ",
+              inp.sizes(), " and strides ", inp.strides());
+  const int64_t B = inp.size(0), c = inp.size(1), H = inp.size(2), W = inp.size(3);
+  TORCH_CHECK(w1.dim() == 3 && w1.size(2) == NB, "nafblock_head: w1 must be pack_pointwise's (panels, ", c, ", ",
+              NB, "), got ", w1.sizes());
+  const int64_t h = dw_weight.size(0) / 2, d = 2 * h;
+  check_packed(w1, b1, c, d, false, "w1");
+  check_float_cpu(dw_weight, "dw_weight");
+  check_float_cpu(dw_bias, "dw_bias");
+  TORCH_CHECK(dw_weight.dim() == 4 && dw_weight.size(0) == d && d > 0 && dw_weight.size(1) == 1 &&
+                  dw_weight.size(2) == 3 && dw_weight.size(3) == 3 && dw_weight.is_contiguous(),
+              "nafblock_head: dw_weight must be a contiguous (2h, 1, 3, 3) depthwise filter, got ", dw_weight.sizes());
+  TORCH_CHECK(dw_bias.dim() == 1 && dw_bias.size(0) == d && dw_bias.is_contiguous(),
+              "nafblock_head: dw_bias must have shape [", d, "], got ", dw_bias.sizes());
+  const DepthwiseFilter<float> filter(dw_weight.data_ptr<float>(), dw_bias.data_ptr<float>(), d);
+  at::Tensor t = at::empty({B, h, H, W}, inp.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t bands = std::min(H, threads);
+  at::Tensor sums = at::zeros({B, bands, h}, inp.options());
+  const int64_t row = (W + 2) * d;  // one row of u in the buffer, with a zero pixel either side
+  const int64_t chunk = std::max<int64_t>(1, U_BUFFER_BYTES / (4 * row) - 2);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* x = inp.data_ptr<float>() + b * H * W * c;
+    float* out = t.data_ptr<float>() + b * H * W * h;
+    at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t band = begin; band < end; ++band) {
+        float* u = scratch(1, (chunk + 2) * row);
+        float* normalised = scratch(0, W * c);
+        float* band_sums = sums.data_ptr<float>() + (b * bands + band) * h;
+        // u of image row y (zeros outside the image) into buffer row i.
+        const auto fill = [&](int64_t y, int64_t i) {
+          float* dst = u + i * row;
+          std::fill(dst, dst + d, 0.f);
+          std::fill(dst + (W + 1) * d, dst + row, 0.f);
+          if (y < 0 || y >= H) return std::fill(dst + d, dst + (W + 1) * d, 0.f);
+          normalise_rows(x + y * W * c, normalised, W, c, static_cast<float>(eps));
+          const Gemm conv1{normalised, w1.data_ptr<float>(), b1.data_ptr<float>(), nullptr, dst + d, W, c, d,
+                           w1.size(0), false, false, 0.f, 1, H, W};
+          product(conv1, normalised, 0, W, 0, conv1.panels);
+        };
+        const int64_t y0 = H * band / bands, y1 = H * (band + 1) / bands;
+        for (int64_t top = y0; top < y1; top += chunk) {
+          const int64_t rows = std::min(chunk, y1 - top);
+          if (top == y0) {
+            fill(top - 1, 0);
+            fill(top, 1);
+          } else {  // the previous chunk's last two rows are this one's first two
+            std::copy(u + chunk * row, u + (chunk + 2) * row, u);
+          }
+          for (int64_t i = 1; i <= rows; ++i) fill(top + i, i + 1);
+          for (int64_t i = 0; i < rows; ++i) {
+            float* t_row = out + (top + i) * W * h;
+            for (int64_t px = 0; px < W; ++px) {
+              const float* centre = u + (i + 1) * row + (px + 1) * d;
+              vec_for<float>(h, [&](int64_t ch, int64_t count) {
+                Vec a = load(filter.bias.data() + ch, count), g = load(filter.bias.data() + h + ch, count);
+                for (int tap = 0; tap < kTaps; ++tap) {
+                  const float* at = centre + (tap / 3 - 1) * row + (tap % 3 - 1) * d + ch;
+                  const float* taps = filter.taps.data() + tap * d + ch;
+                  a = at::vec::fmadd(load(at, count), load(taps, count), a);
+                  g = at::vec::fmadd(load(at + h, count), load(taps + h, count), g);
+                }
+                const Vec product = a * g;
+                product.store(t_row + px * h + ch, count);
+                (load(band_sums + ch, count) + product).store(band_sums + ch, count);
+              });
+            }
+          }
+        }
+      }
+    });
+  }
+  return {t, sums.sum(1).div_(static_cast<double>(H * W))};
+}
+
 }  // namespace
 }  // namespace pyairir
 
@@ -475,6 +566,9 @@ TORCH_LIBRARY(pyairir_cpu, m) {
       "pointwise_conv(Tensor x, Tensor packed_weight, Tensor packed_bias, int out_channels, bool gate, "
       "bool normalize, float eps, int upscale, Tensor? in_scale, Tensor? residual) -> Tensor");
   m.def(
+      "nafblock_head(Tensor inp, Tensor w1, Tensor b1, Tensor dw_weight, Tensor dw_bias, float eps) -> (Tensor, "
+      "Tensor)");
+  m.def(
       "nafblock_tail(Tensor t, Tensor in_scale, Tensor inp, Tensor w3, Tensor b3, Tensor w4, Tensor b4, Tensor w5, "
       "Tensor b5, float eps) -> Tensor");
 }
@@ -483,4 +577,5 @@ TORCH_LIBRARY_IMPL(pyairir_cpu, CPU, m) {
   m.impl("pack_pointwise", &pyairir::pack_pointwise);
   m.impl("pointwise_conv", &pyairir::pointwise_conv);
   m.impl("nafblock_tail", &pyairir::nafblock_tail);
+  m.impl("nafblock_head", &pyairir::nafblock_head);
 }

@@ -86,13 +86,19 @@ class NAFBlock(nn.Module):
         the channel attention scales conv3's input channels and beta its outputs, its epilogue adds inp;
         norm2 and the second SimpleGate wrap conv4; gamma scales conv5, whose epilogue adds y. With the
         global pool, conv3 to conv5 run as one pass over the pixels (pointwise.nafblock_tail)."""
-        x = pointwise.conv(self.conv1, inp, norm=self.norm1)
-        x = ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
         pool, channel_conv = self.sca
         if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
+            if pointwise.head_pays(inp):
+                x, mean = pointwise.nafblock_head(self, inp)
+            else:
+                x = pointwise.conv(self.conv1, inp, norm=self.norm1)
+                x = ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
+                mean = x.mean((2, 3))
             weight, bias = like(channel_conv.weight.flatten(1), x), like(channel_conv.bias, x)
-            scale = F.linear(x.mean((2, 3)), weight, bias).to(x.dtype)  # bf16 under torch.autocast
+            scale = F.linear(mean, weight, bias).to(x.dtype)  # bf16 under torch.autocast
             return pointwise.nafblock_tail(self, x, scale, inp)
+        x = pointwise.conv(self.conv1, inp, norm=self.norm1)
+        x = ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
         y = pointwise.conv(self.conv3, x * conv(channel_conv, pool(x)).to(x.dtype), out_scale=self.beta,
                            residual=inp)
         x = pointwise.conv(self.conv4, y, norm=self.norm2, gate=True)

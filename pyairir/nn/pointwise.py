@@ -77,6 +77,24 @@ def conv(module: nn.Conv2d, x: torch.Tensor, *, norm: nn.Module | None = None, g
                                                 upscale, in_scale, residual)
 
 
+def nafblock_head(block: nn.Module, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first half of NAFNet's block in one pass over its pixels (csrc/cpu/pointwise_conv.cpp):
+    t = SimpleGate(conv2(conv1(norm1(inp)))) and t's channel means (the channel attention's pool), conv1's
+    outputs kept in cache. inp (B, c, H, W) float32 channels_last where usable(); block a NAFBlock.
+    Returns t (B, c', H, W) channels_last and the means (B, c')."""
+    w1, b1 = packed_weight(block.conv1, norm=block.norm1)
+    dw_weight = block.conv2.weight.detach().float().contiguous()
+    dw_bias = block.conv2.bias.detach().float()
+    return torch.ops.pyairir_cpu.nafblock_head(inp, w1, b1, dw_weight, dw_bias, float(block.norm1.eps))
+
+
+def head_pays(x: torch.Tensor) -> bool:
+    """Whether nafblock_head beats conv() + gated_gelu on x: each thread's band of rows recomputes the
+    two rows of conv1's outputs around it, which costs more than it saves on images of few rows (NAFNet's
+    16x16 and 32x32 levels for a 256x256 input: /tmp/s/nafab.py style measurements in docs/benchmarks.md)."""
+    return x.shape[-2] >= 32 * torch.get_num_threads()
+
+
 def nafblock_tail(block: nn.Module, t: torch.Tensor, in_scale: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
     """The second half of NAFNet's block in one pass over its pixels (csrc/cpu/pointwise_conv.cpp):
     y = inp + beta * conv3(t * in_scale), out = y + gamma * conv5(SimpleGate(conv4(norm2(y)))), equal to

@@ -174,13 +174,14 @@ class CountFused(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("c,batch,shape", [(40, 1, (7, 5)), (48, 2, (13, 9)), (16, 1, (2, 3)), (16, 2, (40, 41))])
+@pytest.mark.parametrize("c,batch,shape", [(40, 1, (7, 5)), (48, 2, (13, 9)), (16, 1, (2, 3)), (16, 2, (40, 41)),
+                                            (16, 2, (66, 5))])
 @pytest.mark.parametrize("pool", ["global", "local"])
 def test_nafblock_fused_equals_the_block(c, batch, shape, pool):
     """NAFBlock in fast inference on a float32 channels_last image runs its four 1x1 convolutions fused
     (with the global pool, conv3 to conv5 in one pass: nafblock_tail; with NAFNetLocal's local pool, one
     by one), equal to the block's reference path (non-zero beta and gamma, so both residual branches
-    count). 40x41 pixels make several tasks per image."""
+    count). 40x41 pixels make several tasks per image; 66 rows are enough for nafblock_head (head_pays)."""
     torch.manual_seed(1)
     block = NAFBlock(c).eval()
     if pool == "local":
@@ -194,7 +195,8 @@ def test_nafblock_fused_equals_the_block(c, batch, shape, pool):
         block.fast = True
         with CountFused() as counter:
             got = block(x)
-    assert counter.calls == ({"pointwise_conv": 1, "nafblock_tail": 1} if pool == "global" else {"pointwise_conv": 4})
+    head = {"nafblock_head": 1} if pointwise.head_pays(x) else {"pointwise_conv": 1}
+    assert counter.calls == ({**head, "nafblock_tail": 1} if pool == "global" else {"pointwise_conv": 4})
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -223,3 +225,30 @@ def test_upscale_equals_pixel_shuffle_and_add(cin, cout, shape, batch):
     want = F.pixel_shuffle(expected(conv, x), upscale) + skip.double()
     assert out.shape == want.shape and out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=2e-6 * cin ** 0.5)
+
+
+@pytest.mark.parametrize("c,shape", [(16, (67, 9)), (40, (70, 11)), (64, (100, 60)), (48, (5, 7)), (80, (1, 3))],
+                         ids=["16-67x9", "40-70x11", "64-100x60-chunks", "48-5x7", "80-1x3"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_nafblock_head_equals_the_sequence(c, shape, threads):
+    """nafblock_head: SimpleGate(conv2(conv1(norm1(x)))) and its channel means against float64, two images;
+    64 channels of 60 pixels a row make chunks of 31 rows, so that rows carry over from chunk to chunk."""
+    torch.manual_seed(2)
+    block = NAFBlock(c).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    x = channels_last(torch.randn(2, c, *shape) + 0.3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            t, mean = pointwise.nafblock_head(block, x)
+    finally:
+        torch.set_num_threads(before)
+    u = expected(block.conv1, x, norm=block.norm1)
+    u = F.conv2d(u, block.conv2.weight.double(), block.conv2.bias.double(), padding=1, groups=2 * c)
+    want = u[:, :c] * u[:, c:]
+    assert t.shape == want.shape and t.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(t.double(), want, rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(mean.double(), want.mean((2, 3)), rtol=1e-5, atol=2e-6)

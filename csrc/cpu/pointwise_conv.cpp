@@ -468,6 +468,44 @@ at::Tensor nafblock_tail(const at::Tensor& t, const at::Tensor& in_scale, const 
   return out;
 }
 
+// One output row of nafblock_head's depthwise filter and SimpleGate for `count` channels from ch:
+// t[px] = (dw(u)[px][ch..] + bias) * (dw(u)[px][h + ch..] + bias'), summed into sums. centres points at
+// pixel 0's channel ch in u's buffer (pixels d values apart, rows `row` values apart, a zero pixel
+// either side); the 18 taps stay in registers along the row. `full`: count == V (else partial loads,
+// which read nothing past the channels).
+template <bool full>
+inline void depthwise_gate_row(const float* centres, int64_t row, int64_t d, int64_t h, int64_t W,
+                               const DepthwiseFilter<float>& filter, int64_t ch, int64_t count, float* t,
+                               float* sums) {
+  const auto get = [count](const float* p) { return full ? Vec::loadu(p) : Vec::loadu(p, count); };
+  Vec taps_a[kTaps], taps_g[kTaps];
+  for (int tap = 0; tap < kTaps; ++tap) {
+    taps_a[tap] = get(filter.taps.data() + tap * d + ch);
+    taps_g[tap] = get(filter.taps.data() + tap * d + h + ch);
+  }
+  const Vec bias_a = get(filter.bias.data() + ch), bias_g = get(filter.bias.data() + h + ch);
+  int64_t offsets[kTaps];
+  for (int tap = 0; tap < kTaps; ++tap) offsets[tap] = (tap / 3 - 1) * row + (tap % 3 - 1) * d;
+  Vec total(0.f);
+  for (int64_t px = 0; px < W; ++px) {
+    const float* centre = centres + px * d;
+    Vec a = bias_a, g = bias_g;
+#pragma GCC unroll 9
+    for (int tap = 0; tap < kTaps; ++tap) {
+      a = at::vec::fmadd(get(centre + offsets[tap]), taps_a[tap], a);
+      g = at::vec::fmadd(get(centre + offsets[tap] + h), taps_g[tap], g);
+    }
+    const Vec gated = a * g;
+    if (full) {
+      gated.store(t + px * h);
+    } else {
+      gated.store(t + px * h, count);
+    }
+    total = total + gated;
+  }
+  (get(sums) + total).store(sums, count);
+}
+
 // The first half of NAFNet's block in one pass over its pixels, conv1's outputs in cache:
 //
 //   u = W1 n(inp) + b1 (2h channels),   t = (dw(u)[:h] + d[:h]) * (dw(u)[h:] + d[h:]),   mean = t's channel means
@@ -533,22 +571,15 @@ std::tuple<at::Tensor, at::Tensor> nafblock_head(const at::Tensor& inp, const at
           }
           for (int64_t i = 1; i <= rows; ++i) fill(top + i, i + 1);
           for (int64_t i = 0; i < rows; ++i) {
+            const float* centres = u + (i + 1) * row + d;  // pixel 0 of the output row
             float* t_row = out + (top + i) * W * h;
-            for (int64_t px = 0; px < W; ++px) {
-              const float* centre = u + (i + 1) * row + (px + 1) * d;
-              vec_for<float>(h, [&](int64_t ch, int64_t count) {
-                Vec a = load(filter.bias.data() + ch, count), g = load(filter.bias.data() + h + ch, count);
-                for (int tap = 0; tap < kTaps; ++tap) {
-                  const float* at = centre + (tap / 3 - 1) * row + (tap % 3 - 1) * d + ch;
-                  const float* taps = filter.taps.data() + tap * d + ch;
-                  a = at::vec::fmadd(load(at, count), load(taps, count), a);
-                  g = at::vec::fmadd(load(at + h, count), load(taps + h, count), g);
-                }
-                const Vec product = a * g;
-                product.store(t_row + px * h + ch, count);
-                (load(band_sums + ch, count) + product).store(band_sums + ch, count);
-              });
-            }
+            vec_for<float>(h, [&](int64_t ch, int64_t count) {
+              if (count == V) {
+                depthwise_gate_row<true>(centres + ch, row, d, h, W, filter, ch, V, t_row + ch, band_sums + ch);
+              } else {
+                depthwise_gate_row<false>(centres + ch, row, d, h, W, filter, ch, count, t_row + ch, band_sums + ch);
+              }
+            });
           }
         }
       }

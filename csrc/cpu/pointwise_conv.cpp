@@ -471,8 +471,8 @@ at::Tensor nafblock_tail(const at::Tensor& t, const at::Tensor& in_scale, const 
 // One output row of nafblock_head's depthwise filter and SimpleGate for `count` channels from ch:
 // t[px] = (dw(u)[px][ch..] + bias) * (dw(u)[px][h + ch..] + bias'), summed into sums. centres points at
 // pixel 0's channel ch in u's buffer (pixels d values apart, rows `row` values apart, a zero pixel
-// either side); the 18 taps stay in registers along the row. `full`: count == V (else partial loads,
-// which read nothing past the channels).
+// either side); the 18 taps stay in registers along the row. Stores the row's sums of t at `sums`.
+// `full`: count == V (else partial loads, which read nothing past the channels).
 template <bool full>
 inline void depthwise_gate_row(const float* centres, int64_t row, int64_t d, int64_t h, int64_t W,
                                const DepthwiseFilter<float>& filter, int64_t ch, int64_t count, float* t,
@@ -503,7 +503,7 @@ inline void depthwise_gate_row(const float* centres, int64_t row, int64_t d, int
     }
     total = total + gated;
   }
-  (get(sums) + total).store(sums, count);
+  total.store(sums, count);
 }
 
 // The first half of NAFNet's block in one pass over its pixels, conv1's outputs in cache:
@@ -515,7 +515,8 @@ inline void depthwise_gate_row(const float* centres, int64_t row, int64_t d, int
 // mean (B, h), the channel attention's pool. Each thread takes a band of image rows and walks it in
 // chunks, keeping u for the chunk's rows and the row above and below (padded with zero pixels left and
 // right) in a buffer; the two rows it shares with the next chunk carry over, so u is computed once per
-// row but for the two rows around each band.
+// row but for the two rows around each band. The mean sums per-row sums in row order: the same for any
+// number of threads.
 std::tuple<at::Tensor, at::Tensor> nafblock_head(const at::Tensor& inp, const at::Tensor& w1, const at::Tensor& b1,
                                                  const at::Tensor& dw_weight, const at::Tensor& dw_bias, double eps) {
   check_float_cpu(inp, "inp");
@@ -538,7 +539,8 @@ std::tuple<at::Tensor, at::Tensor> nafblock_head(const at::Tensor& inp, const at
   at::Tensor t = at::empty({B, h, H, W}, inp.options().memory_format(at::MemoryFormat::ChannelsLast));
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   const int64_t bands = std::min(H, threads);
-  at::Tensor sums = at::zeros({B, bands, h}, inp.options());
+  std::vector<float> row_sums(H * h);
+  at::Tensor mean = at::empty({B, h}, inp.options());
   const int64_t row = (W + 2) * d;  // one row of u in the buffer, with a zero pixel either side
   const int64_t chunk = std::max<int64_t>(1, U_BUFFER_BYTES / (4 * row) - 2);
   for (int64_t b = 0; b < B; ++b) {
@@ -548,7 +550,6 @@ std::tuple<at::Tensor, at::Tensor> nafblock_head(const at::Tensor& inp, const at
       for (int64_t band = begin; band < end; ++band) {
         float* u = scratch(1, (chunk + 2) * row);
         float* normalised = scratch(0, W * c);
-        float* band_sums = sums.data_ptr<float>() + (b * bands + band) * h;
         // u of image row y (zeros outside the image) into buffer row i.
         const auto fill = [&](int64_t y, int64_t i) {
           float* dst = u + i * row;
@@ -573,19 +574,26 @@ std::tuple<at::Tensor, at::Tensor> nafblock_head(const at::Tensor& inp, const at
           for (int64_t i = 0; i < rows; ++i) {
             const float* centres = u + (i + 1) * row + d;  // pixel 0 of the output row
             float* t_row = out + (top + i) * W * h;
+            float* sums = row_sums.data() + (top + i) * h;
             vec_for<float>(h, [&](int64_t ch, int64_t count) {
               if (count == V) {
-                depthwise_gate_row<true>(centres + ch, row, d, h, W, filter, ch, V, t_row + ch, band_sums + ch);
+                depthwise_gate_row<true>(centres + ch, row, d, h, W, filter, ch, V, t_row + ch, sums + ch);
               } else {
-                depthwise_gate_row<false>(centres + ch, row, d, h, W, filter, ch, count, t_row + ch, band_sums + ch);
+                depthwise_gate_row<false>(centres + ch, row, d, h, W, filter, ch, count, t_row + ch, sums + ch);
               }
             });
           }
         }
       }
     });
+    float* image_mean = mean.data_ptr<float>() + b * h;
+    std::fill(image_mean, image_mean + h, 0.f);
+    for (int64_t y = 0; y < H; ++y) {
+      for (int64_t ch = 0; ch < h; ++ch) image_mean[ch] += row_sums[y * h + ch];
+    }
+    for (int64_t ch = 0; ch < h; ++ch) image_mean[ch] /= static_cast<float>(H * W);
   }
-  return {t, sums.sum(1).div_(static_cast<double>(H * W))};
+  return {t, mean};
 }
 
 }  // namespace

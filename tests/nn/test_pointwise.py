@@ -252,3 +252,29 @@ def test_nafblock_head_equals_the_sequence(c, shape, threads):
     assert t.shape == want.shape and t.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(t.double(), want, rtol=1e-5, atol=2e-5)
     torch.testing.assert_close(mean.double(), want.mean((2, 3)), rtol=1e-5, atol=2e-6)
+
+
+def test_the_same_for_any_number_of_threads():
+    """Every output element is summed in one order whatever the tasks (the head's means row by row):
+    bitwise equal on 1, 2 and 3 threads."""
+    torch.manual_seed(3)
+    block = NAFBlock(24).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    x = channels_last(torch.randn(2, 24, 70, 13))
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                t, mean = pointwise.nafblock_head(block, x)
+                tail = pointwise.nafblock_tail(block, t, mean, x)
+                up = pointwise.conv(block.conv4, x, upscale=2, residual=channels_last(torch.ones(2, 12, 140, 26)))
+            results.append((t, mean, tail, up))
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)

@@ -64,15 +64,42 @@ def _gated_gelu_flops(x, dw_weight, *args, **kwargs) -> int:
     return 0 if dw_weight is None else 2 * 9 * x.numel()
 
 
-def _prepacked_conv_flops(x, weight, *args, **kwargs) -> int:
-    """oneDNN's convolution on a prepacked weight (pyairir.nn.prepacked: stride 1, one group), counted
-    as flop_counter counts `conv`: 2 x the weight's (cin x kh x kw) per output value."""
+def _prepacked_conv_flops(x, weight, bias, padding, stride, dilation, *args, **kwargs) -> int:
+    """oneDNN's convolution on a prepacked weight (pyairir.nn.prepacked), counted as flop_counter counts
+    `conv`: 2 x the weight's (cin / groups x kh x kw) per output value."""
     cout, cin, kh, kw = weight.shape
-    return 2 * x.shape[0] * cout * x.shape[2] * x.shape[3] * cin * kh * kw
+    out = [(size + 2 * p - d * (k - 1) - 1) // s + 1
+           for size, p, d, k, s in zip(x.shape[2:], padding, dilation, (kh, kw), stride)]
+    return 2 * x.shape[0] * cout * out[0] * out[1] * cin * kh * kw
+
+
+def _pointwise_conv_flops(x, packed_weight, packed_bias, out_channels, gate, normalize, eps, upscale, *args,
+                          **kwargs) -> int:
+    """NAFNet's fused 1x1 convolution (pyairir.nn.pointwise), counted as `conv 1x1`: 2 x cin per value
+    of the convolution's output (before the gate halves it, or the shuffle spreads it)."""
+    b, cin, h, w = x.shape
+    cout = 2 * out_channels if gate else out_channels * upscale ** 2
+    return 2 * b * h * w * cin * cout
+
+
+def _nafblock_head_flops(inp, w1, b1, dw_weight, *args, **kwargs) -> int:
+    """conv1 as `conv 1x1` counts (2 x c per output value) and conv2 as `conv 3x3 depthwise` (2 x 9)."""
+    b, c, h, w = inp.shape
+    d = dw_weight.shape[0]
+    return 2 * b * h * w * d * (c + 9)
+
+
+def _nafblock_tail_flops(t, in_scale, inp, w3, b3, w4, b4, w5, *args, **kwargs) -> int:
+    """conv3 (t's channels -> c), conv4 (c -> 2f) and conv5 (f -> c), as `conv 1x1` counts them."""
+    b, k3, h, w = t.shape
+    c, f = inp.shape[1], w5.shape[1]
+    return 2 * b * h * w * (k3 * c + c * 2 * f + f * c)
 
 
 PYAIRIR_FLOPS = {"pyairir.mdta": _mdta_flops, "pyairir.proxy_attention": _proxy_attention_flops,
-                 "pyairir.gated_gelu": _gated_gelu_flops, "mkldnn._convolution_pointwise": _prepacked_conv_flops}
+                 "pyairir.gated_gelu": _gated_gelu_flops, "mkldnn._convolution_pointwise": _prepacked_conv_flops,
+                 "pyairir_cpu.pointwise_conv": _pointwise_conv_flops, "pyairir_cpu.nafblock_head": _nafblock_head_flops,
+                 "pyairir_cpu.nafblock_tail": _nafblock_tail_flops}
 
 
 def _kind(name: str, args: tuple) -> str:

@@ -28,16 +28,44 @@ def test_fused_ops_count_the_flops_of_the_eager_ops_they_replace(block):
 
 
 def test_profile_counts_prepacked_weights():
-    """NAFBlock's fast inference passes oneDNN's opaque prepacked weights (pyairir.nn.prepacked) to
-    its convolutions: the profile counts their bytes (instead of failing on their storage) and
-    their FLOPs as those of the eager block's convolutions."""
+    """A convolution on oneDNN's opaque prepacked weight (pyairir.nn.prepacked, as the fast models' resampling
+    convolutions run): the profile counts its bytes (instead of failing on its storage) and its FLOPs as
+    those of the eager convolution."""
     torch.manual_seed(0)
-    block = pyairir.nn.set_fast(pyairir.nn.NAFBlock(16)).eval()
+    conv = torch.nn.Conv2d(16, 32, 2, stride=2).eval()
     x = torch.randn(1, 16, 12, 10).contiguous(memory_format=torch.channels_last)
     profile = OpProfile()
     with torch.no_grad(), profile:
-        block(x)
-    assert all(row.bytes > 0 for row in profile.rows.values())
-    pyairir.nn.set_fast(block, fast=False)
-    assert counted_flops(block, x) == sum(row.flops for row in profile.rows.values())  # as the eager convs
+        pyairir.nn.prepacked.conv(conv, x)
+    assert "conv 2x2" in profile.rows and all(row.bytes > 0 for row in profile.rows.values())
+    assert counted_flops(conv, x) == sum(row.flops for row in profile.rows.values())
 
+
+@pytest.mark.parametrize("size", [(12, 10), (66, 5)], ids=["tail", "head+tail"])
+def test_profile_counts_nafblock_fused_gemms(size):
+    """NAFBlock's fused GEMMs (pyairir.nn.pointwise: pointwise_conv, nafblock_head, nafblock_tail) count
+    the FLOPs of the eager block's convolutions, so their rows compare with oneDNN's."""
+    torch.manual_seed(0)
+    block = pyairir.nn.set_fast(pyairir.nn.NAFBlock(16)).eval()
+    x = torch.randn(1, 16, *size).contiguous(memory_format=torch.channels_last)
+    profile = OpProfile()
+    with torch.no_grad(), profile:
+        block(x)
+    assert "pyairir_cpu.nafblock_tail" in profile.rows
+    assert ("pyairir_cpu.nafblock_head" in profile.rows) == (size == (66, 5))
+    pyairir.nn.set_fast(block, fast=False)
+    assert counted_flops(block, x) == sum(row.flops for row in profile.rows.values())
+
+
+def test_profile_counts_the_upscaling_gemm():
+    """pointwise_conv with upscale (NAFNet's decoder) counts as the convolution before the shuffle."""
+    torch.manual_seed(0)
+    model = pyairir.models.nafnet.NAFNet(width=8, middle_blk_num=1, enc_blk_nums=[1], dec_blk_nums=[1]).eval()
+    x = torch.rand(1, 3, 16, 16)
+    eager = counted_flops(model, x)
+    pyairir.nn.set_fast(model)
+    profile = OpProfile()
+    with torch.no_grad(), profile:
+        model(x)
+    assert "pyairir_cpu.pointwise_conv" in profile.rows
+    assert sum(row.flops for row in profile.rows.values()) == eager

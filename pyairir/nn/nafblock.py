@@ -86,37 +86,49 @@ class NAFBlock(nn.Module):
         the channel attention scales conv3's input channels and beta its outputs, its epilogue adds inp;
         norm2 and the second SimpleGate wrap conv4; gamma scales conv5, whose epilogue adds y. With the
         global pool, conv3 to conv5 run as one pass over the pixels (pointwise.nafblock_tail)."""
-        pool, channel_conv = self.sca
-        if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
-            if pointwise.head_pays(inp):
-                x, mean = pointwise.nafblock_head(self, inp)
-            else:
-                x = pointwise.conv(self.conv1, inp, norm=self.norm1)
-                x = ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
-                mean = x.mean((2, 3))
-            weight, bias = like(channel_conv.weight.flatten(1), x), like(channel_conv.bias, x)
-            scale = F.linear(mean, weight, bias).to(x.dtype)  # bf16 under torch.autocast
-            return pointwise.nafblock_tail(self, x, scale, inp)
+        if not self.global_pool():  # NAFNetLocal: an attention per pixel, applied to x before conv3
+            x = self.gated(inp)
+            pool, channel_conv = self.sca
+            y = pointwise.conv(self.conv3, x * conv(channel_conv, pool(x)).to(x.dtype), out_scale=self.beta,
+                               residual=inp)
+            x = pointwise.conv(self.conv4, y, norm=self.norm2, gate=True)
+            return pointwise.conv(self.conv5, x, out_scale=self.gamma, residual=y)
+        if pointwise.head_pays(inp):
+            x, mean = pointwise.nafblock_head(self, inp)
+        else:
+            x = self.gated(inp)
+            mean = x.mean((2, 3))
+        scale = self.channel_attention(mean, x).to(x.dtype)  # bf16 under torch.autocast
+        return pointwise.nafblock_tail(self, x, scale, inp)
+
+    def gated(self, inp: torch.Tensor) -> torch.Tensor:
+        """SimpleGate(conv2(conv1(norm1(inp)))) for `fused`: conv1 with norm1 as its prologue, then the
+        depthwise conv2 and the gate in ops.gated_gelu."""
         x = pointwise.conv(self.conv1, inp, norm=self.norm1)
-        x = ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
-        y = pointwise.conv(self.conv3, x * conv(channel_conv, pool(x)).to(x.dtype), out_scale=self.beta,
-                           residual=inp)
-        x = pointwise.conv(self.conv4, y, norm=self.norm2, gate=True)
-        return pointwise.conv(self.conv5, x, out_scale=self.gamma, residual=y)
+        return ops.gated_gelu(x, like(self.conv2.weight, x), like(self.conv2.bias, x), False)
 
     def drops(self) -> bool:
         """Whether either dropout is a real one (drop_out_rate > 0), which `fused` leaves out."""
         return not (isinstance(self.dropout1, nn.Identity) and isinstance(self.dropout2, nn.Identity))
 
+    def global_pool(self) -> bool:
+        """Whether SCA pools globally (NAFNet), not over local windows (NAFNetLocal's LocalAvgPool2d)."""
+        pool = self.sca[0]
+        return isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1))
+
+    def channel_attention(self, mean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """SCA's 1x1 conv on the global pool's means (B, C) -> (B, C), as a matrix-vector product
+        (F.linear; as a convolution it took ATen's slow path), its weights in x's dtype."""
+        channel_conv = self.sca[1]
+        return F.linear(mean, like(channel_conv.weight.flatten(1), x), like(channel_conv.bias, x))
+
     def attended(self, x: torch.Tensor) -> torch.Tensor:
-        """beta * conv3(SCA(x)) for the fast path, x (B, d/2, H, W). The global pool's 1x1 conv on one
-        value per channel is a matrix-vector product (F.linear; as a convolution it took ATen's slow
-        path). Where the image has fewer pixels than conv3 has outputs, scaling x by SCA costs less
-        than scaling (and reordering) the weight, which then stays prepacked."""
+        """beta * conv3(SCA(x)) for the fast path, x (B, d/2, H, W); the global pool's conv by
+        channel_attention. Where the image has fewer pixels than conv3 has outputs, scaling x by SCA
+        costs less than scaling (and reordering) the weight, which then stays prepacked."""
         pool, channel_conv = self.sca
-        if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
-            weight, bias = like(channel_conv.weight.flatten(1), x), like(channel_conv.bias, x)
-            scale = F.linear(x.mean((2, 3)), weight, bias)[..., None, None]
+        if self.global_pool():
+            scale = self.channel_attention(x.mean((2, 3)), x)[..., None, None]
         else:
             scale = conv(channel_conv, pool(x))
         if x.shape[-2] * x.shape[-1] < self.conv3.out_channels:

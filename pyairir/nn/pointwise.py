@@ -10,26 +10,27 @@ convolution, a PixelShuffle and the skip connection's add; run by oneDNN, each c
 norm before it, the gate, the shuffle and the residual add after it to passes of their own over the
 activations.
 The packed weight (the norm's affine and out_scale folded in, in float64, then rounded to float32)
-is kept per module like pyairir.nn.prepacked's: keyed on the storage and version counter of every
-tensor folded in, made again when any changes, in a weak dictionary that goes with the module.
+is kept per module by pyairir.nn.prepacked.cached: made again when any tensor folded in changes.
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
 
 import torch
 from torch import nn
 
 from pyairir import runtime
+from pyairir.nn import prepacked
 
-# conv -> (key, the tensors it was made from, packed weight, packed bias); holding those tensors keeps
-# their storage from being reused by a replacement that would match the key
+# conv -> (key, the tensors it was made from, (packed weight, packed bias)): see prepacked.cached
 _PACKED: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
 
 
+@functools.cache
 def available() -> bool:
-    """Whether pyairir._C, with the CPU GEMM, is built."""
+    """Whether pyairir._C, with the CPU GEMM, is built (asked once: usable() asks at every block)."""
     try:
         import pyairir._C  # noqa: F401
     except ImportError:
@@ -90,8 +91,9 @@ def nafblock_head(block: nn.Module, inp: torch.Tensor) -> tuple[torch.Tensor, to
 
 def head_pays(x: torch.Tensor) -> bool:
     """Whether nafblock_head beats conv() + gated_gelu on x: each thread's band of rows recomputes the
-    two rows of conv1's outputs around it, which costs more than it saves on images of few rows (NAFNet's
-    16x16 and 32x32 levels for a 256x256 input: /tmp/s/nafab.py style measurements in docs/benchmarks.md)."""
+    two rows of conv1's outputs around it, which costs more than it saves on images of few rows. On the
+    Xeon of docs/benchmarks.md (2 threads), NAFNet-SIDD-w32 at 256x256 ran 7 ms faster with the head at
+    its 64x64 and larger levels, and no faster with it at 16x16 and 32x32 as well (stop 30's note)."""
     return x.shape[-2] >= 32 * torch.get_num_threads()
 
 
@@ -112,12 +114,8 @@ def packed_weight(module: nn.Conv2d, norm: nn.Module | None = None, gate: bool =
     """module's weight and bias as conv() runs them (see conv), packed once and kept per module."""
     sources = tuple(t for t in (module.weight, module.bias, out_scale, *(() if norm is None else (norm.weight, norm.bias)))
                     if t is not None)
-    key = (gate, upscale, norm is not None, tuple((t.data_ptr(), t._version, t.dtype) for t in sources))
-    cached = _PACKED.get(module)
-    if cached is None or cached[0] != key:
-        cached = (key, sources, *_pack(module, norm, gate, out_scale, upscale))
-        _PACKED[module] = cached
-    return cached[2], cached[3]
+    return prepacked.cached(_PACKED, module, sources, (gate, upscale, norm is not None),
+                            lambda: _pack(module, norm, gate, out_scale, upscale))
 
 
 def _pack(module: nn.Conv2d, norm: nn.Module | None, gate: bool, out_scale: torch.Tensor | None,

@@ -17,14 +17,14 @@ and are never saved; they hold one more copy of those weights while the module l
 from __future__ import annotations
 
 import weakref
+from typing import Callable, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-# conv -> (key, the tensors it was made from, reordered weight, bias times the scale); holding those
-# tensors keeps their storage from being reused by a replacement that would match the key
+# conv -> (key, the tensors it was made from, (reordered weight, bias times the scale)): see cached()
 _PACKED: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+T = TypeVar("T")
 
 
 def available() -> bool:
@@ -47,17 +47,30 @@ def conv(module: nn.Conv2d, x: torch.Tensor, out_scale: torch.Tensor | None = No
         weight, bias = _scaled(module, out_scale)
         return module._conv_forward(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
     geometry = (list(module.padding), list(module.stride), list(module.dilation), module.groups)
-    sources = tuple(t for t in (module.weight, module.bias, out_scale) if t is not None)
-    key = (tuple(x.shape), x.dtype, tuple((t.data_ptr(), t._version) for t in sources))
-    cached = _PACKED.get(module)
-    if cached is None or cached[0] != key:
+
+    def reorder() -> tuple[torch.Tensor, torch.Tensor | None]:
         weight, bias = _scaled(module, out_scale)
         weight = weight.to(x.dtype).contiguous().to_mkldnn()
         packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight, *geometry, list(x.shape))
-        cached = (key, sources, packed, None if bias is None else bias.to(x.dtype))
-        _PACKED[module] = cached
-    *_, packed, bias = cached
+        return packed, None if bias is None else bias.to(x.dtype)
+
+    sources = tuple(t for t in (module.weight, module.bias, out_scale) if t is not None)
+    packed, bias = cached(_PACKED, module, sources, (tuple(x.shape), x.dtype), reorder)
     return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, *geometry, "none", [None], "")
+
+
+def cached(cache: weakref.WeakKeyDictionary, module: nn.Module, sources: tuple[torch.Tensor, ...], extra: tuple,
+           make: Callable[[], T]) -> T:
+    """make()'s result for `module`, kept in `cache` (a weak dictionary: it goes with the module) and made
+    again when `extra` or the storage, version counter or dtype of any of `sources` (the tensors it is
+    made from) changes. The entry holds `sources`, so that no replacement can take over their storage
+    and match. Used by this module's reordered weights and by pyairir.nn.pointwise's packed ones."""
+    key = (extra, tuple((t.data_ptr(), t._version, t.dtype) for t in sources))
+    entry = cache.get(module)
+    if entry is None or entry[0] != key:
+        entry = (key, sources, make())
+        cache[module] = entry
+    return entry[2]
 
 
 def _scaled(module: nn.Conv2d, out_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -251,8 +251,9 @@ struct Tasks {
 };
 
 // Thread-local buffers kept across calls: a fresh 128 KB buffer per task came from mmap, page faults and all.
-float* scratch(int which, int64_t size) {
-  thread_local std::vector<float> buffers[4];
+enum Scratch { kNormalised, kRows, kGated, kScratchCount };  // kRows: the tail's y, the head's rows of u
+float* scratch(Scratch which, int64_t size) {
+  thread_local std::vector<float> buffers[kScratchCount];
   if (static_cast<int64_t>(buffers[which].size()) < size) buffers[which].resize(size);
   return buffers[which].data();
 }
@@ -269,7 +270,7 @@ void run(const Gemm& g) {
       const int64_t row0 = tasks.first_row(block, g.rows), row1 = tasks.first_row(block + 1, g.rows);
       const float* x = g.x + row0 * g.K;
       if (g.normalize) {
-        float* normalised = scratch(0, (row1 - row0) * g.K);
+        float* normalised = scratch(kNormalised, (row1 - row0) * g.K);
         normalise_rows(x, normalised, row1 - row0, g.K, g.eps);
         x = normalised;
       }
@@ -278,14 +279,23 @@ void run(const Gemm& g) {
   });
 }
 
-void check_float_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat, "pointwise_conv: ", name, " must be float32, got ", t.scalar_type());
-  TORCH_CHECK(t.device().is_cpu(), "pointwise_conv: ", name, " must be on the CPU, got ", t.device());
+void check_float_cpu(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ", t.scalar_type());
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be on the CPU, got ", t.device());
+}
+
+// Checks that t is a non-empty float32 (B, C, H, W) CPU tensor dense in channels_last.
+void check_image_channels_last(const at::Tensor& t, const char* op, const char* name) {
+  check_float_cpu(t, op, name);
+  TORCH_CHECK(t.dim() == 4 && t.numel() > 0, op, ": ", name, " must be a non-empty 4-D (B, C, H, W) tensor, got "
+              "shape ", t.sizes());
+  TORCH_CHECK(t.is_contiguous(at::MemoryFormat::ChannelsLast), op, ": ", name, " must be dense in channels_last, "
+              "got strides ", t.strides(), " for shape ", t.sizes());
 }
 
 std::tuple<at::Tensor, at::Tensor> pack_pointwise(const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                                                   bool gate, int64_t upscale) {
-  check_float_cpu(weight, "weight");
+  check_float_cpu(weight, "pack_pointwise", "weight");
   TORCH_CHECK(weight.dim() == 2 && weight.numel() > 0, "pack_pointwise: weight must be a non-empty 2-D "
               "(out_channels, in_channels) tensor, got shape ", weight.sizes());
   const int64_t N = weight.size(0), K = weight.size(1);
@@ -295,7 +305,7 @@ std::tuple<at::Tensor, at::Tensor> pack_pointwise(const at::Tensor& weight, cons
               "be >= 1, without gate, and divide weight's ", N, " output channels by its square, got ", upscale,
               gate ? " with gate" : "");
   if (bias.has_value()) {
-    check_float_cpu(*bias, "bias");
+    check_float_cpu(*bias, "pack_pointwise", "bias");
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, "pack_pointwise: bias must have shape [", N, "], got ",
                 bias->sizes());
   }
@@ -337,14 +347,10 @@ void scale_rows(const at::Tensor& packed, const float* s, at::Tensor& scaled) {
 at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& packed_weight, const at::Tensor& packed_bias,
                           int64_t out_channels, bool gate, bool normalize, double eps, int64_t upscale,
                           const c10::optional<at::Tensor>& in_scale, const c10::optional<at::Tensor>& residual) {
-  check_float_cpu(x, "x");
-  TORCH_CHECK(x.dim() == 4 && x.numel() > 0, "pointwise_conv: x must be a non-empty 4-D (B, C, H, W) tensor, got "
-              "shape ", x.sizes());
-  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "pointwise_conv: x must be dense in channels_last, "
-              "got strides ", x.strides(), " for shape ", x.sizes());
+  check_image_channels_last(x, "pointwise_conv", "x");
   const int64_t B = x.size(0), K = x.size(1), H = x.size(2), W = x.size(3);
-  check_float_cpu(packed_weight, "packed_weight");
-  check_float_cpu(packed_bias, "packed_bias");
+  check_float_cpu(packed_weight, "pointwise_conv", "packed_weight");
+  check_float_cpu(packed_bias, "pointwise_conv", "packed_bias");
   TORCH_CHECK(upscale >= 1 && !(gate && upscale > 1) && !(in_scale.has_value() && upscale > 1),
               "pointwise_conv: upscale must be >= 1, and 1 with gate or in_scale, got ", upscale);
   const int64_t panels = panel_count(out_channels, gate, upscale);
@@ -357,13 +363,13 @@ at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& packed_weight, 
                   packed_bias.is_contiguous(),
               "pointwise_conv: packed_bias must be pack_pointwise's (", panels, ", ", NB, "), got ", packed_bias.sizes());
   if (in_scale.has_value()) {
-    check_float_cpu(*in_scale, "in_scale");
+    check_float_cpu(*in_scale, "pointwise_conv", "in_scale");
     TORCH_CHECK(in_scale->dim() == 2 && in_scale->size(0) == B && in_scale->size(1) == K && in_scale->is_contiguous(),
                 "pointwise_conv: in_scale must be a contiguous (", B, ", ", K, ") tensor (one scale per image and "
                 "input channel), got ", in_scale->sizes());
   }
   if (residual.has_value()) {
-    check_float_cpu(*residual, "residual");
+    check_float_cpu(*residual, "pointwise_conv", "residual");
     TORCH_CHECK(residual->dim() == 4 && residual->size(0) == B && residual->size(1) == out_channels &&
                     residual->size(2) == OH && residual->size(3) == OW,
                 "pointwise_conv: residual must have shape [", B, ", ", out_channels, ", ", OH, ", ", OW, "], got ",
@@ -398,14 +404,14 @@ at::Tensor pointwise_conv(const at::Tensor& x, const at::Tensor& packed_weight, 
 // Checks that `packed` is pack_pointwise's weight for `in_channels` -> `out_channels` (with gate: the
 // gate's outputs), and `bias` its bias.
 void check_packed(const at::Tensor& packed, const at::Tensor& bias, int64_t in_channels, int64_t out_channels,
-                  bool gate, const char* name) {
-  check_float_cpu(packed, name);
-  check_float_cpu(bias, name);
+                  bool gate, const char* op, const char* name) {
+  check_float_cpu(packed, op, name);
+  check_float_cpu(bias, op, name);
   const int64_t panels = panel_count(out_channels, gate, 1);
   TORCH_CHECK(packed.dim() == 3 && packed.size(0) == panels && packed.size(1) == in_channels &&
                   packed.size(2) == NB && packed.is_contiguous() && bias.dim() == 2 && bias.size(0) == panels &&
                   bias.size(1) == NB && bias.is_contiguous(),
-              "nafblock_tail: ", name, " must be pack_pointwise's (", panels, ", ", in_channels, ", ", NB,
+              op, ": ", name, " must be pack_pointwise's (", panels, ", ", in_channels, ", ", NB,
               ") weight and (", panels, ", ", NB, ") bias, got ", packed.sizes(), " and ", bias.sizes());
 }
 
@@ -419,21 +425,18 @@ void check_packed(const at::Tensor& packed, const at::Tensor& bias, int64_t in_c
 at::Tensor nafblock_tail(const at::Tensor& t, const at::Tensor& in_scale, const at::Tensor& inp,
                          const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& w4, const at::Tensor& b4,
                          const at::Tensor& w5, const at::Tensor& b5, double eps) {
-  for (const auto& [tensor, name] : {std::pair<const at::Tensor&, const char*>{t, "t"}, {inp, "inp"}}) {
-    check_float_cpu(tensor, name);
-    TORCH_CHECK(tensor.dim() == 4 && tensor.numel() > 0 && tensor.is_contiguous(at::MemoryFormat::ChannelsLast),
-                "nafblock_tail: ", name, " must be a non-empty (B, C, H, W) tensor dense in channels_last, got shape ",
-                tensor.sizes(), " and strides ", tensor.strides());
-  }
-  const int64_t B = t.size(0), K3 = t.size(1), H = t.size(2), W = t.size(3), c = inp.size(1), f = w5.size(1);
+  check_image_channels_last(t, "nafblock_tail", "t");
+  check_image_channels_last(inp, "nafblock_tail", "inp");
+  const int64_t B = t.size(0), K3 = t.size(1), H = t.size(2), W = t.size(3), c = inp.size(1);
+  const int64_t f = w5.dim() == 3 ? w5.size(1) : -1;  // else check_packed rejects w5 by name
   TORCH_CHECK(inp.size(0) == B && inp.size(2) == H && inp.size(3) == W, "nafblock_tail: inp must have shape [", B,
               ", C, ", H, ", ", W, "] like t, got ", inp.sizes());
-  check_float_cpu(in_scale, "in_scale");
+  check_float_cpu(in_scale, "nafblock_tail", "in_scale");
   TORCH_CHECK(in_scale.dim() == 2 && in_scale.size(0) == B && in_scale.size(1) == K3 && in_scale.is_contiguous(),
               "nafblock_tail: in_scale must be a contiguous (", B, ", ", K3, ") tensor, got ", in_scale.sizes());
-  check_packed(w3, b3, K3, c, false, "w3");
-  check_packed(w4, b4, c, f, true, "w4");
-  check_packed(w5, b5, f, c, false, "w5");
+  check_packed(w3, b3, K3, c, false, "nafblock_tail", "w3");
+  check_packed(w5, b5, f, c, false, "nafblock_tail", "w5");  // before w4, whose outputs are w5's f inputs
+  check_packed(w4, b4, c, f, true, "nafblock_tail", "w4");
   at::Tensor out = at::empty_like(inp, inp.options().memory_format(at::MemoryFormat::ChannelsLast));
   at::Tensor scaled = at::empty_like(w3);
   const int64_t pixels = H * W, widest = std::max({K3, c, f});
@@ -449,9 +452,9 @@ at::Tensor nafblock_tail(const at::Tensor& t, const at::Tensor& in_scale, const 
       for (int64_t block = begin; block < end; ++block) {
         const int64_t row0 = tasks.first_row(block, pixels), rows = tasks.first_row(block + 1, pixels) - row0;
         if (rows == 0) continue;
-        float* y = scratch(1, rows * c);
-        float* normalised = scratch(0, rows * c);
-        float* gated = scratch(2, rows * f);
+        float* y = scratch(kRows, rows * c);
+        float* normalised = scratch(kNormalised, rows * c);
+        float* gated = scratch(kGated, rows * f);
         const Gemm conv3{t_image + row0 * K3, scaled.data_ptr<float>(), b3.data_ptr<float>(), inp_image + row0 * c, y,
                          rows, K3, c, w3.size(0), false, false, 0.f, 1, H, W};
         product(conv3, conv3.x, 0, rows, 0, conv3.panels);
@@ -519,20 +522,15 @@ inline void depthwise_gate_row(const float* centres, int64_t row, int64_t d, int
 // number of threads.
 std::tuple<at::Tensor, at::Tensor> nafblock_head(const at::Tensor& inp, const at::Tensor& w1, const at::Tensor& b1,
                                                  const at::Tensor& dw_weight, const at::Tensor& dw_bias, double eps) {
-  check_float_cpu(inp, "inp");
-  TORCH_CHECK(inp.dim() == 4 && inp.numel() > 0 && inp.is_contiguous(at::MemoryFormat::ChannelsLast),
-              "nafblock_head: inp must be a non-empty (B, C, H, W) tensor dense in channels_last, got shape ",
-              inp.sizes(), " and strides ", inp.strides());
+  check_image_channels_last(inp, "nafblock_head", "inp");
   const int64_t B = inp.size(0), c = inp.size(1), H = inp.size(2), W = inp.size(3);
-  TORCH_CHECK(w1.dim() == 3 && w1.size(2) == NB, "nafblock_head: w1 must be pack_pointwise's (panels, ", c, ", ",
-              NB, "), got ", w1.sizes());
-  const int64_t h = dw_weight.size(0) / 2, d = 2 * h;
-  check_packed(w1, b1, c, d, false, "w1");
-  check_float_cpu(dw_weight, "dw_weight");
-  check_float_cpu(dw_bias, "dw_bias");
-  TORCH_CHECK(dw_weight.dim() == 4 && dw_weight.size(0) == d && d > 0 && dw_weight.size(1) == 1 &&
+  check_float_cpu(dw_weight, "nafblock_head", "dw_weight");
+  check_float_cpu(dw_bias, "nafblock_head", "dw_bias");
+  TORCH_CHECK(dw_weight.dim() == 4 && dw_weight.size(0) > 0 && dw_weight.size(0) % 2 == 0 && dw_weight.size(1) == 1 &&
                   dw_weight.size(2) == 3 && dw_weight.size(3) == 3 && dw_weight.is_contiguous(),
               "nafblock_head: dw_weight must be a contiguous (2h, 1, 3, 3) depthwise filter, got ", dw_weight.sizes());
+  const int64_t d = dw_weight.size(0), h = d / 2;
+  check_packed(w1, b1, c, d, false, "nafblock_head", "w1");
   TORCH_CHECK(dw_bias.dim() == 1 && dw_bias.size(0) == d && dw_bias.is_contiguous(),
               "nafblock_head: dw_bias must have shape [", d, "], got ", dw_bias.sizes());
   const DepthwiseFilter<float> filter(dw_weight.data_ptr<float>(), dw_bias.data_ptr<float>(), d);
@@ -548,8 +546,8 @@ std::tuple<at::Tensor, at::Tensor> nafblock_head(const at::Tensor& inp, const at
     float* out = t.data_ptr<float>() + b * H * W * h;
     at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
       for (int64_t band = begin; band < end; ++band) {
-        float* u = scratch(1, (chunk + 2) * row);
-        float* normalised = scratch(0, W * c);
+        float* u = scratch(kRows, (chunk + 2) * row);
+        float* normalised = scratch(kNormalised, W * c);
         // u of image row y (zeros outside the image) into buffer row i.
         const auto fill = [&](int64_t y, int64_t i) {
           float* dst = u + i * row;

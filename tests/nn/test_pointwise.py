@@ -134,6 +134,17 @@ def test_bad_arguments_are_named():
         op(x, packed, bias, 4, False, False, 0.0, 2, torch.ones(1, 8), None)
     with pytest.raises(RuntimeError, match="even number of output channels"):
         torch.ops.pyairir_cpu.pack_pointwise(torch.randn(5, 8), None, True, 1)
+    block = NAFBlock(8).eval()
+    with torch.no_grad():
+        t, mean = pointwise.nafblock_head(block, x)
+        with pytest.raises(RuntimeError, match="nafblock_head: inp must be float32, got Double"):
+            pointwise.nafblock_head(block, x.double())
+        with pytest.raises(RuntimeError, match="nafblock_tail: inp must be dense in channels_last"):
+            pointwise.nafblock_tail(block, t, mean, x.contiguous())
+        with pytest.raises(RuntimeError, match="nafblock_tail: w5 must be pack_pointwise's"):
+            torch.ops.pyairir_cpu.nafblock_tail(t, mean, x, *pointwise.packed_weight(block.conv3, out_scale=block.beta),
+                                                *pointwise.packed_weight(block.conv4, norm=block.norm2, gate=True),
+                                                torch.zeros(8), torch.zeros(1, 2 * 16), 1e-6)
     with pytest.raises(ValueError, match="module must be a 1x1 convolution"):
         pointwise.conv(nn.Conv2d(8, 16, 3, padding=1), x)
     with pytest.raises(ValueError, match="in_scale cannot follow the norm"):

@@ -89,11 +89,12 @@ def _nafblock_head_flops(inp, w1, b1, dw_weight, *args, **kwargs) -> int:
     return 2 * b * h * w * d * (c + 9)
 
 
-def _nafblock_tail_flops(t, in_scale, inp, w3, b3, w4, b4, w5, *args, **kwargs) -> int:
-    """conv3 (t's channels -> c), conv4 (c -> 2f) and conv5 (f -> c), as `conv 1x1` counts them."""
+def _nafblock_tail_flops(t, mean, inp, attention_weight, attention_bias, w3, b3, w4, b4, w5, *args, **kwargs) -> int:
+    """SCA's conv on the pooled means (t's channels -> t's channels, one pixel), conv3 (t's channels -> c),
+    conv4 (c -> 2f) and conv5 (f -> c), as `conv 1x1` counts them."""
     b, k3, h, w = t.shape
     c, f = inp.shape[1], w5.shape[1]
-    return 2 * b * h * w * (k3 * c + c * 2 * f + f * c)
+    return 2 * b * k3 * k3 + 2 * b * h * w * (k3 * c + c * 2 * f + f * c)
 
 
 PYAIRIR_FLOPS = {"pyairir.mdta": _mdta_flops, "pyairir.proxy_attention": _proxy_attention_flops,

@@ -49,6 +49,7 @@ constexpr int MR = V >= 16 ? 12 : 6;       // rows of a micro-kernel: 2 * MR acc
 constexpr int64_t X_BLOCK_BYTES = 128 * 1024;  // a task's rows of x (or of their normalised copy), kept in L2
 constexpr int64_t SMALL_WEIGHT_BYTES = 128 * 1024;  // a packed weight that stays in L2 beside them
 constexpr int64_t U_BUFFER_BYTES = 1024 * 1024;  // nafblock_head's rows of conv1's outputs, in L2
+constexpr int64_t U_IMAGE_BYTES = 4 * 1024 * 1024;  // conv1's outputs for a whole image, in the L2s
 
 // The micro-kernel's registers: raw intrinsics, so that the compiler keeps the accumulators in
 // registers across the loop over K (with at::vec's class it spilled them at every step).
@@ -103,13 +104,14 @@ struct Gemm {
   int64_t rows, K, N, panels;  // N: the output's channels
   bool gate, normalize;
   float eps;
-  int64_t upscale, height, width;  // with upscale > 1: x's height and width, which the shuffle needs
+  int64_t upscale, height, width;  // with upscale > 1 or padded: x's height and width
+  bool padded = false;  // out's image rows are width + 2 pixels apart (nafblock_head's zero border)
 
   // Where row `row`'s outputs of panel j go, relative to out (and residual), and the first column.
   int64_t destination(int64_t row, int64_t j, int64_t& column) const {
     if (upscale == 1) {
       column = j * (gate ? V : NB);
-      return row * N + column;
+      return (padded ? row / width * (width + 2) + row % width : row) * N + column;
     }
     const int64_t panels_per_group = group_panels(N, false), group = j / panels_per_group;
     column = j % panels_per_group * NB;
@@ -119,10 +121,15 @@ struct Gemm {
   }
 };
 
+// The micro-kernel's epilogues: kAny handles every case (partial panels, PixelShuffle, any flags);
+// the others are the whole-panel cases of a plain GEMM's rows, with fixed flags and no per-row
+// branches (at K = 32 the general epilogue took 30 % of the micro-kernel's time).
+enum Epilogue { kAny, kBias, kGate, kResidual };
+
 // MR (or fewer, M) rows of x times panel j, stored with the epilogue: bias, gate, residual. Meanwhile
 // K cache lines from `prefetch` on are fetched into L2 (half of the next panel: on a model's cold
 // weights, the first rows against each panel otherwise waited for memory).
-template <int M>
+template <int M, Epilogue E>
 inline void micro_kernel(const Gemm& g, const float* x, int64_t row, int64_t j, const float* prefetch) {
   const float* w = g.weight + j * g.K * NB;
   Reg acc0[M], acc1[M];
@@ -139,6 +146,24 @@ inline void micro_kernel(const Gemm& g, const float* x, int64_t row, int64_t j, 
     }
   }
   const Vec b0 = Vec::loadu(g.bias + j * NB), b1 = Vec::loadu(g.bias + j * NB + V);
+  if constexpr (E != kAny) {
+    const int64_t at = row * g.N + j * (E == kGate ? V : NB);
+    float* y = g.out + at;
+#pragma GCC unroll 16
+    for (int m = 0; m < M; ++m, y += g.N) {
+      if constexpr (E == kGate) {
+        ((Vec(acc0[m]) + b0) * (Vec(acc1[m]) + b1)).store(y);
+      } else if constexpr (E == kResidual) {
+        const float* r = g.residual + at + m * g.N;
+        (Vec(acc0[m]) + b0 + Vec::loadu(r)).store(y);
+        (Vec(acc1[m]) + b1 + Vec::loadu(r + V)).store(y + V);
+      } else {
+        (Vec(acc0[m]) + b0).store(y);
+        (Vec(acc1[m]) + b1).store(y + V);
+      }
+    }
+    return;
+  }
   int64_t n0 = 0;
   g.destination(row, j, n0);
   const int64_t count0 = std::min(V, g.N - n0), count1 = g.gate ? 0 : std::clamp<int64_t>(g.N - n0 - V, 0, V);
@@ -160,12 +185,12 @@ inline void micro_kernel(const Gemm& g, const float* x, int64_t row, int64_t j, 
   }
 }
 
-// micro_kernel<rows> for a run-time rows <= MR (the last rows of a task).
+// micro_kernel<rows, kAny> for a run-time rows <= MR (the last rows of a task).
 template <int M = MR>
 inline void micro_kernel_rows(int rows, const Gemm& g, const float* x, int64_t row, int64_t j,
                               const float* prefetch) {
   if constexpr (M > 0) {
-    if (rows == M) return micro_kernel<M>(g, x, row, j, prefetch);
+    if (rows == M) return micro_kernel<M, kAny>(g, x, row, j, prefetch);
     return micro_kernel_rows<M - 1>(rows, g, x, row, j, prefetch);
   }
 }
@@ -220,9 +245,21 @@ void normalise_rows(const float* src, float* dst, int64_t rows, int64_t K, float
 
 // Rows [row0, row1) of g's x (x pointing at row0's) times panels [j0, j1), stored with the epilogue.
 void product(const Gemm& g, const float* x, int64_t row0, int64_t row1, int64_t j0, int64_t j1) {
+  // Panels [0, whole) fill both of their vectors (with gate: the first); the flags fix the epilogue.
+  const int64_t whole = g.upscale != 1 || g.padded ? 0 : g.gate ? g.N / V : g.N / NB;
+  const Epilogue fixed = g.gate ? (g.residual == nullptr ? kGate : kAny)
+                                : (g.residual == nullptr ? kBias : kResidual);
   const auto micro = [&](int64_t row, int64_t j, const float* prefetch) {
-    micro_kernel_rows(static_cast<int>(std::min<int64_t>(MR, row1 - row)), g, x + (row - row0) * g.K, row, j,
-                      prefetch);
+    const float* rows = x + (row - row0) * g.K;
+    if (row + MR > row1 || j >= whole) {
+      return micro_kernel_rows(static_cast<int>(std::min<int64_t>(MR, row1 - row)), g, rows, row, j, prefetch);
+    }
+    switch (fixed) {
+      case kBias: return micro_kernel<MR, kBias>(g, rows, row, j, prefetch);
+      case kGate: return micro_kernel<MR, kGate>(g, rows, row, j, prefetch);
+      case kResidual: return micro_kernel<MR, kResidual>(g, rows, row, j, prefetch);
+      default: return micro_kernel<MR, kAny>(g, rows, row, j, prefetch);
+    }
   };
   if (g.panels * g.K * NB * 4 <= SMALL_WEIGHT_BYTES) {  // each output row written whole, the weight in L1/L2
     for (int64_t row = row0; row < row1; row += MR) {
@@ -251,7 +288,8 @@ struct Tasks {
 };
 
 // Thread-local buffers kept across calls: a fresh 128 KB buffer per task came from mmap, page faults and all.
-enum Scratch { kNormalised, kRows, kGated, kScratchCount };  // kRows: the tail's y, the head's rows of u
+// kRows: the tail's y, the head's rows of u; kImage: the head's whole u, on the calling thread.
+enum Scratch { kNormalised, kRows, kGated, kImage, kScratchCount };
 float* scratch(Scratch which, int64_t size) {
   thread_local std::vector<float> buffers[kScratchCount];
   if (static_cast<int64_t>(buffers[which].size()) < size) buffers[which].resize(size);
@@ -415,36 +453,65 @@ void check_packed(const at::Tensor& packed, const at::Tensor& bias, int64_t in_c
               ") weight and (", panels, ", ", NB, ") bias, got ", packed.sizes(), " and ", bias.sizes());
 }
 
+// The dot product of a and b (n values), summed in one order.
+float dot(const float* a, const float* b, int64_t n) {
+  Vec acc(0.f);
+  int64_t k = 0;
+  for (; k + V <= n; k += V) acc = at::vec::fmadd(Vec::loadu(a + k), Vec::loadu(b + k), acc);
+  float sum = at::vec::vec_reduce_all<float>([](Vec& x, Vec& y) { return x + y; }, acc);
+  for (; k < n; ++k) sum += a[k] * b[k];
+  return sum;
+}
+
 // The second half of NAFNet's block in one pass over its rows, each task's intermediate rows in cache:
 //
-//   y = inp + W3 diag(s) t + b3,   out = y + W5 G(W4 n(y) + b4) + b5
+//   s = A m + a,   y = inp + W3 diag(s) t + b3,   out = y + W5 G(W4 n(y) + b4) + b5
 //
-// t (B, K3, H, W) the first SimpleGate's output, s (B, K3) the channel attention, inp (B, c, H, W) the
-// block's input, all float32 channels_last; w3 (beta folded), w4 (norm2 folded, gate) and w5 (gamma
-// folded) packed by pack_pointwise. Equals pointwise_conv three times; y and G(...) never leave the cache.
-at::Tensor nafblock_tail(const at::Tensor& t, const at::Tensor& in_scale, const at::Tensor& inp,
-                         const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& w4, const at::Tensor& b4,
-                         const at::Tensor& w5, const at::Tensor& b5, double eps) {
+// t (B, K3, H, W) the first SimpleGate's output, m (B, K3) its channel means, inp (B, c, H, W) the
+// block's input, all float32 channels_last; A (K3, K3) and a (K3,) the channel attention's 1x1 conv
+// (s: SCA's scale per image and channel); w3 (beta folded), w4 (norm2 folded, gate) and w5 (gamma folded)
+// packed by pack_pointwise. Equals pointwise_conv three times; y and G(...) never leave the cache.
+at::Tensor nafblock_tail(const at::Tensor& t, const at::Tensor& mean, const at::Tensor& inp,
+                         const at::Tensor& attention_weight, const at::Tensor& attention_bias, const at::Tensor& w3,
+                         const at::Tensor& b3, const at::Tensor& w4, const at::Tensor& b4, const at::Tensor& w5,
+                         const at::Tensor& b5, double eps) {
   check_image_channels_last(t, "nafblock_tail", "t");
   check_image_channels_last(inp, "nafblock_tail", "inp");
   const int64_t B = t.size(0), K3 = t.size(1), H = t.size(2), W = t.size(3), c = inp.size(1);
   const int64_t f = w5.dim() == 3 ? w5.size(1) : -1;  // else check_packed rejects w5 by name
   TORCH_CHECK(inp.size(0) == B && inp.size(2) == H && inp.size(3) == W, "nafblock_tail: inp must have shape [", B,
               ", C, ", H, ", ", W, "] like t, got ", inp.sizes());
-  check_float_cpu(in_scale, "nafblock_tail", "in_scale");
-  TORCH_CHECK(in_scale.dim() == 2 && in_scale.size(0) == B && in_scale.size(1) == K3 && in_scale.is_contiguous(),
-              "nafblock_tail: in_scale must be a contiguous (", B, ", ", K3, ") tensor, got ", in_scale.sizes());
+  check_float_cpu(mean, "nafblock_tail", "mean");
+  TORCH_CHECK(mean.dim() == 2 && mean.size(0) == B && mean.size(1) == K3 && mean.is_contiguous(),
+              "nafblock_tail: mean must be a contiguous (", B, ", ", K3, ") tensor, got ", mean.sizes());
+  check_float_cpu(attention_weight, "nafblock_tail", "attention_weight");
+  check_float_cpu(attention_bias, "nafblock_tail", "attention_bias");
+  TORCH_CHECK(attention_weight.dim() == 2 && attention_weight.size(0) == K3 && attention_weight.size(1) == K3 &&
+                  attention_weight.is_contiguous() && attention_bias.dim() == 1 && attention_bias.size(0) == K3 &&
+                  attention_bias.is_contiguous(),
+              "nafblock_tail: attention_weight and attention_bias must be a contiguous (", K3, ", ", K3,
+              ") matrix and (", K3, ",) vector, got ", attention_weight.sizes(), " and ", attention_bias.sizes());
   check_packed(w3, b3, K3, c, false, "nafblock_tail", "w3");
   check_packed(w5, b5, f, c, false, "nafblock_tail", "w5");  // before w4, whose outputs are w5's f inputs
   check_packed(w4, b4, c, f, true, "nafblock_tail", "w4");
   at::Tensor out = at::empty_like(inp, inp.options().memory_format(at::MemoryFormat::ChannelsLast));
   at::Tensor scaled = at::empty_like(w3);
+  std::vector<float> in_scale(B * K3);
+  at::parallel_for(0, K3, 16, [&](int64_t begin, int64_t end) {  // s = A m + a: each s in one fixed order
+    const float* A = attention_weight.data_ptr<float>();
+    for (int64_t b = 0; b < B; ++b) {
+      const float* m = mean.data_ptr<float>() + b * K3;
+      for (int64_t i = begin; i < end; ++i) {
+        in_scale[b * K3 + i] = attention_bias.data_ptr<float>()[i] + dot(A + i * K3, m, K3);
+      }
+    }
+  });
   const int64_t pixels = H * W, widest = std::max({K3, c, f});
   // Weights that leave no room in L2 beside the rows: one task per thread, each streaming them once.
   const bool large_weights = (w3.numel() + w4.numel() + w5.numel()) * 4 > SMALL_WEIGHT_BYTES;
   const Tasks tasks(pixels, 4 * widest, large_weights);
   for (int64_t b = 0; b < B; ++b) {
-    scale_rows(w3, in_scale.data_ptr<float>() + b * K3, scaled);
+    scale_rows(w3, in_scale.data() + b * K3, scaled);
     const float* t_image = t.data_ptr<float>() + b * pixels * K3;
     const float* inp_image = inp.data_ptr<float>() + b * pixels * c;
     float* out_image = out.data_ptr<float>() + b * pixels * c;
@@ -541,49 +608,71 @@ std::tuple<at::Tensor, at::Tensor> nafblock_head(const at::Tensor& inp, const at
   at::Tensor mean = at::empty({B, h}, inp.options());
   const int64_t row = (W + 2) * d;  // one row of u in the buffer, with a zero pixel either side
   const int64_t chunk = std::max<int64_t>(1, U_BUFFER_BYTES / (4 * row) - 2);
+  // An image whose u fits the L2s is one GEMM over all its pixels, then the filter over all its rows: no
+  // rows recomputed around bands, and conv1's weight read once per task of rows, not per image row.
+  const bool whole_image = (H + 2) * row * 4 <= U_IMAGE_BYTES;
   for (int64_t b = 0; b < B; ++b) {
     const float* x = inp.data_ptr<float>() + b * H * W * c;
     float* out = t.data_ptr<float>() + b * H * W * h;
-    at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t band = begin; band < end; ++band) {
-        float* u = scratch(kRows, (chunk + 2) * row);
-        float* normalised = scratch(kNormalised, W * c);
-        // u of image row y (zeros outside the image) into buffer row i.
-        const auto fill = [&](int64_t y, int64_t i) {
-          float* dst = u + i * row;
-          std::fill(dst, dst + d, 0.f);
-          std::fill(dst + (W + 1) * d, dst + row, 0.f);
-          if (y < 0 || y >= H) return std::fill(dst + d, dst + (W + 1) * d, 0.f);
-          normalise_rows(x + y * W * c, normalised, W, c, static_cast<float>(eps));
-          const Gemm conv1{normalised, w1.data_ptr<float>(), b1.data_ptr<float>(), nullptr, dst + d, W, c, d,
-                           w1.size(0), false, false, 0.f, 1, H, W};
-          product(conv1, normalised, 0, W, 0, conv1.panels);
-        };
-        const int64_t y0 = H * band / bands, y1 = H * (band + 1) / bands;
-        for (int64_t top = y0; top < y1; top += chunk) {
-          const int64_t rows = std::min(chunk, y1 - top);
-          if (top == y0) {
-            fill(top - 1, 0);
-            fill(top, 1);
-          } else {  // the previous chunk's last two rows are this one's first two
-            std::copy(u + chunk * row, u + (chunk + 2) * row, u);
-          }
-          for (int64_t i = 1; i <= rows; ++i) fill(top + i, i + 1);
-          for (int64_t i = 0; i < rows; ++i) {
-            const float* centres = u + (i + 1) * row + d;  // pixel 0 of the output row
-            float* t_row = out + (top + i) * W * h;
-            float* sums = row_sums.data() + (top + i) * h;
-            vec_for<float>(h, [&](int64_t ch, int64_t count) {
-              if (count == V) {
-                depthwise_gate_row<true>(centres + ch, row, d, h, W, filter, ch, V, t_row + ch, sums + ch);
-              } else {
-                depthwise_gate_row<false>(centres + ch, row, d, h, W, filter, ch, count, t_row + ch, sums + ch);
-              }
-            });
+    // The filter and gate for image row y, u's row y at buffer row `above` + 1.
+    const auto filter_row = [&](const float* u, int64_t above, int64_t y) {
+      const float* centres = u + (above + 1) * row + d;  // pixel 0 of the output row
+      float* t_row = out + y * W * h;
+      float* sums = row_sums.data() + y * h;
+      vec_for<float>(h, [&](int64_t ch, int64_t count) {
+        if (count == V) {
+          depthwise_gate_row<true>(centres + ch, row, d, h, W, filter, ch, V, t_row + ch, sums + ch);
+        } else {
+          depthwise_gate_row<false>(centres + ch, row, d, h, W, filter, ch, count, t_row + ch, sums + ch);
+        }
+      });
+    };
+    if (whole_image) {
+      float* u = scratch(kImage, (H + 2) * row);
+      std::fill(u, u + row, 0.f);
+      std::fill(u + (H + 1) * row, u + (H + 2) * row, 0.f);
+      for (int64_t y = 1; y <= H; ++y) {
+        std::fill(u + y * row, u + y * row + d, 0.f);
+        std::fill(u + y * row + (W + 1) * d, u + (y + 1) * row, 0.f);
+      }
+      Gemm conv1{x, w1.data_ptr<float>(), b1.data_ptr<float>(), nullptr, u + row + d, H * W, c, d, w1.size(0),
+                 false, true, static_cast<float>(eps), 1, H, W};
+      conv1.padded = true;
+      run(conv1);
+      at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t y = begin; y < end; ++y) filter_row(u, y, y);
+      });
+    } else {
+      at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t band = begin; band < end; ++band) {
+          float* u = scratch(kRows, (chunk + 2) * row);
+          float* normalised = scratch(kNormalised, W * c);
+          // u of image row y (zeros outside the image) into buffer row i.
+          const auto fill = [&](int64_t y, int64_t i) {
+            float* dst = u + i * row;
+            std::fill(dst, dst + d, 0.f);
+            std::fill(dst + (W + 1) * d, dst + row, 0.f);
+            if (y < 0 || y >= H) return std::fill(dst + d, dst + (W + 1) * d, 0.f);
+            normalise_rows(x + y * W * c, normalised, W, c, static_cast<float>(eps));
+            const Gemm conv1{normalised, w1.data_ptr<float>(), b1.data_ptr<float>(), nullptr, dst + d, W, c, d,
+                             w1.size(0), false, false, 0.f, 1, H, W};
+            product(conv1, normalised, 0, W, 0, conv1.panels);
+          };
+          const int64_t y0 = H * band / bands, y1 = H * (band + 1) / bands;
+          for (int64_t top = y0; top < y1; top += chunk) {
+            const int64_t rows = std::min(chunk, y1 - top);
+            if (top == y0) {
+              fill(top - 1, 0);
+              fill(top, 1);
+            } else {  // the previous chunk's last two rows are this one's first two
+              std::copy(u + chunk * row, u + (chunk + 2) * row, u);
+            }
+            for (int64_t i = 1; i <= rows; ++i) fill(top + i, i + 1);
+            for (int64_t i = 0; i < rows; ++i) filter_row(u, i, top + i);
           }
         }
-      }
-    });
+      });
+    }
     float* image_mean = mean.data_ptr<float>() + b * h;
     std::fill(image_mean, image_mean + h, 0.f);
     for (int64_t y = 0; y < H; ++y) {
@@ -606,8 +695,8 @@ TORCH_LIBRARY(pyairir_cpu, m) {
       "nafblock_head(Tensor inp, Tensor w1, Tensor b1, Tensor dw_weight, Tensor dw_bias, float eps) -> (Tensor, "
       "Tensor)");
   m.def(
-      "nafblock_tail(Tensor t, Tensor in_scale, Tensor inp, Tensor w3, Tensor b3, Tensor w4, Tensor b4, Tensor w5, "
-      "Tensor b5, float eps) -> Tensor");
+      "nafblock_tail(Tensor t, Tensor mean, Tensor inp, Tensor attention_weight, Tensor attention_bias, Tensor w3, "
+      "Tensor b3, Tensor w4, Tensor b4, Tensor w5, Tensor b5, float eps) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(pyairir_cpu, CPU, m) {

@@ -85,7 +85,8 @@ class NAFBlock(nn.Module):
         SimpleGate (ops.gated_gelu), inp (B, c, H, W) float32 channels_last: norm1 is conv1's prologue;
         the channel attention scales conv3's input channels and beta its outputs, its epilogue adds inp;
         norm2 and the second SimpleGate wrap conv4; gamma scales conv5, whose epilogue adds y. With the
-        global pool, conv3 to conv5 run as one pass over the pixels (pointwise.nafblock_tail)."""
+        global pool, the block is two passes over the pixels (pointwise.nafblock): norm1 to the gate with
+        the channel means, then SCA's conv and conv3 to conv5."""
         if not self.global_pool():  # NAFNetLocal: an attention per pixel, applied to x before conv3
             x = self.gated(inp)
             pool, channel_conv = self.sca
@@ -93,13 +94,7 @@ class NAFBlock(nn.Module):
                                residual=inp)
             x = pointwise.conv(self.conv4, y, norm=self.norm2, gate=True)
             return pointwise.conv(self.conv5, x, out_scale=self.gamma, residual=y)
-        if pointwise.head_pays(inp):
-            x, mean = pointwise.nafblock_head(self, inp)
-        else:
-            x = self.gated(inp)
-            mean = x.mean((2, 3))
-        scale = self.channel_attention(mean, x).to(x.dtype)  # bf16 under torch.autocast
-        return pointwise.nafblock_tail(self, x, scale, inp)
+        return pointwise.nafblock(self, inp)
 
     def gated(self, inp: torch.Tensor) -> torch.Tensor:
         """SimpleGate(conv2(conv1(norm1(inp)))) for `fused`: conv1 with norm1 as its prologue, then the

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import weakref
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -26,6 +27,8 @@ from pyairir.nn import prepacked
 
 # conv -> (key, the tensors it was made from, (packed weight, packed bias)): see prepacked.cached
 _PACKED: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+# NAFBlock -> (key, its parameters, _Plan)
+_PLANS: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
 
 
 @functools.cache
@@ -78,35 +81,66 @@ def conv(module: nn.Conv2d, x: torch.Tensor, *, norm: nn.Module | None = None, g
                                                 upscale, in_scale, residual)
 
 
+def nafblock(block: nn.Module, inp: torch.Tensor) -> torch.Tensor:
+    """NAFNet's block (with SCA's global pool) in two passes over its pixels (csrc/cpu/pointwise_conv.cpp):
+    nafblock_head, then nafblock_tail. inp (B, c, H, W) float32 channels_last where usable(); block a NAFBlock.
+    Returns (B, c, H, W) float32 channels_last."""
+    plan = _plan(block)
+    t, mean = torch.ops.pyairir_cpu.nafblock_head(inp, *plan.head, plan.eps[0])
+    return torch.ops.pyairir_cpu.nafblock_tail(t, mean, inp, *plan.tail, plan.eps[1])
+
+
 def nafblock_head(block: nn.Module, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first half of NAFNet's block in one pass over its pixels (csrc/cpu/pointwise_conv.cpp):
-    t = SimpleGate(conv2(conv1(norm1(inp)))) and t's channel means (the channel attention's pool), conv1's
-    outputs kept in cache. inp (B, c, H, W) float32 channels_last where usable(); block a NAFBlock.
-    Returns t (B, c', H, W) channels_last and the means (B, c')."""
-    w1, b1 = packed_weight(block.conv1, norm=block.norm1)
-    dw_weight = block.conv2.weight.detach().float().contiguous()
-    dw_bias = block.conv2.bias.detach().float()
-    return torch.ops.pyairir_cpu.nafblock_head(inp, w1, b1, dw_weight, dw_bias, float(block.norm1.eps))
+    """The first half of NAFNet's block in one pass over its pixels: t = SimpleGate(conv2(conv1(norm1(inp))))
+    and t's channel means (the channel attention's pool), conv1's outputs kept in cache. inp (B, c, H, W)
+    float32 channels_last where usable(); block a NAFBlock. Returns t (B, c', H, W) channels_last and the
+    means (B, c')."""
+    plan = _plan(block)
+    return torch.ops.pyairir_cpu.nafblock_head(inp, *plan.head, plan.eps[0])
 
 
-def head_pays(x: torch.Tensor) -> bool:
-    """Whether nafblock_head beats conv() + gated_gelu on x: each thread's band of rows recomputes the
-    two rows of conv1's outputs around it, which costs more than it saves on images of few rows. On the
-    Xeon of docs/benchmarks.md (2 threads), NAFNet-SIDD-w32 at 256x256 ran 7 ms faster with the head at
-    its 64x64 and larger levels, and no faster with it at 16x16 and 32x32 as well (stop 30's note)."""
-    return x.shape[-2] >= 32 * torch.get_num_threads()
+def nafblock_tail(block: nn.Module, t: torch.Tensor, mean: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
+    """The second half of NAFNet's block in one pass over its pixels: s = SCA's conv(mean),
+    y = inp + beta * conv3(t * s), out = y + gamma * conv5(SimpleGate(conv4(norm2(y)))), equal to conv() three
+    times but with y and the gate's output kept in cache. t (B, c', H, W) the first SimpleGate's output, mean
+    (B, c') its channel means, inp (B, c, H, W) the block's input, all float32 channels_last where usable();
+    block a NAFBlock."""
+    plan = _plan(block)
+    return torch.ops.pyairir_cpu.nafblock_tail(t, mean, inp, *plan.tail, plan.eps[1])
 
 
-def nafblock_tail(block: nn.Module, t: torch.Tensor, in_scale: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
-    """The second half of NAFNet's block in one pass over its pixels (csrc/cpu/pointwise_conv.cpp):
-    y = inp + beta * conv3(t * in_scale), out = y + gamma * conv5(SimpleGate(conv4(norm2(y)))), equal to
-    conv() three times but with y and the gate's output kept in cache. t (B, c', H, W) the first
-    SimpleGate's output, in_scale (B, c') the channel attention, inp (B, c, H, W) the block's input, all
-    float32 channels_last where usable(); block a NAFBlock (conv3, conv4, conv5, norm2, beta, gamma)."""
-    w3, b3 = packed_weight(block.conv3, out_scale=block.beta)
-    w4, b4 = packed_weight(block.conv4, norm=block.norm2, gate=True)
-    w5, b5 = packed_weight(block.conv5, out_scale=block.gamma)
-    return torch.ops.pyairir_cpu.nafblock_tail(t, in_scale, inp, w3, b3, w4, b4, w5, b5, float(block.norm2.eps))
+class _Plan(NamedTuple):
+    """A NAFBlock's tensors as nafblock_head and nafblock_tail take them, and its norms' eps."""
+
+    head: tuple[torch.Tensor, ...]  # w1, b1 (norm1 folded), conv2's weight and bias
+    tail: tuple[torch.Tensor, ...]  # SCA's conv (matrix, bias), w3, b3 (beta), w4, b4 (norm2, gate), w5, b5 (gamma)
+    eps: tuple[float, float]
+
+
+def _plan(block: nn.Module) -> _Plan:
+    """block's _Plan, made once and kept (prepacked.cached: made again when any of its parameters changes):
+    one lookup per block instead of one per weight."""
+    eps = (float(block.norm1.eps), float(block.norm2.eps))
+    return prepacked.cached(_PLANS, block, tuple(block.parameters()), eps, lambda: _make_plan(block, eps))
+
+
+def _make_plan(block: nn.Module, eps: tuple[float, float]) -> _Plan:
+    attention = block.sca[1]
+    return _Plan(
+        head=(*_pack(block.conv1, block.norm1, False, None, 1), _float(block.conv2.weight),
+              _bias(block.conv2)),
+        tail=(_float(attention.weight.flatten(1)), _bias(attention),
+              *_pack(block.conv3, None, False, block.beta, 1), *_pack(block.conv4, block.norm2, True, None, 1),
+              *_pack(block.conv5, None, False, block.gamma, 1)),
+        eps=eps)
+
+
+def _float(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().float().contiguous()
+
+
+def _bias(module: nn.Conv2d) -> torch.Tensor:
+    return torch.zeros(module.out_channels) if module.bias is None else _float(module.bias)
 
 
 def packed_weight(module: nn.Conv2d, norm: nn.Module | None = None, gate: bool = False,

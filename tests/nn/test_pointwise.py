@@ -141,10 +141,19 @@ def test_bad_arguments_are_named():
             pointwise.nafblock_head(block, x.double())
         with pytest.raises(RuntimeError, match="nafblock_tail: inp must be dense in channels_last"):
             pointwise.nafblock_tail(block, t, mean, x.contiguous())
+        attention = (torch.zeros(8, 8), torch.zeros(8))
+        w3_w4 = (*pointwise.packed_weight(block.conv3, out_scale=block.beta),
+                 *pointwise.packed_weight(block.conv4, norm=block.norm2, gate=True))
+        w5 = pointwise.packed_weight(block.conv5, out_scale=block.gamma)
+        tail = torch.ops.pyairir_cpu.nafblock_tail
         with pytest.raises(RuntimeError, match="nafblock_tail: w5 must be pack_pointwise's"):
-            torch.ops.pyairir_cpu.nafblock_tail(t, mean, x, *pointwise.packed_weight(block.conv3, out_scale=block.beta),
-                                                *pointwise.packed_weight(block.conv4, norm=block.norm2, gate=True),
-                                                torch.zeros(8), torch.zeros(1, 2 * 16), 1e-6)
+            tail(t, mean, x, *attention, *w3_w4, torch.zeros(8), torch.zeros(1, 2 * 16), 1e-6)
+        with pytest.raises(RuntimeError, match="nafblock_tail: mean must be a contiguous \\(1, 8\\) tensor"):
+            tail(t, mean[:, :7], x, *attention, *w3_w4, *w5, 1e-6)
+        with pytest.raises(RuntimeError, match="nafblock_tail: attention_weight and attention_bias must be"):
+            tail(t, mean, x, torch.zeros(8, 7), torch.zeros(8), *w3_w4, *w5, 1e-6)
+        with pytest.raises(RuntimeError, match="nafblock_tail: attention_bias must be float32, got Double"):
+            tail(t, mean, x, torch.zeros(8, 8), torch.zeros(8).double(), *w3_w4, *w5, 1e-6)
     with pytest.raises(ValueError, match="module must be a 1x1 convolution"):
         pointwise.conv(nn.Conv2d(8, 16, 3, padding=1), x)
     with pytest.raises(ValueError, match="in_scale cannot follow the norm"):
@@ -190,9 +199,9 @@ class CountFused(TorchDispatchMode):
 @pytest.mark.parametrize("pool", ["global", "local"])
 def test_nafblock_fused_equals_the_block(c, batch, shape, pool):
     """NAFBlock in fast inference on a float32 channels_last image runs its four 1x1 convolutions fused
-    (with the global pool, conv3 to conv5 in one pass: nafblock_tail; with NAFNetLocal's local pool, one
-    by one), equal to the block's reference path (non-zero beta and gamma, so both residual branches
-    count). 40x41 pixels make several tasks per image; 66 rows are enough for nafblock_head (head_pays)."""
+    (with the global pool, the block in two passes: nafblock_head, nafblock_tail with SCA's conv; with
+    NAFNetLocal's local pool, one by one), equal to the block's reference path (non-zero beta and gamma,
+    so both residual branches count). 40x41 pixels make several tasks per image."""
     torch.manual_seed(1)
     block = NAFBlock(c).eval()
     if pool == "local":
@@ -206,8 +215,7 @@ def test_nafblock_fused_equals_the_block(c, batch, shape, pool):
         block.fast = True
         with CountFused() as counter:
             got = block(x)
-    head = {"nafblock_head": 1} if pointwise.head_pays(x) else {"pointwise_conv": 1}
-    assert counter.calls == ({**head, "nafblock_tail": 1} if pool == "global" else {"pointwise_conv": 4})
+    assert counter.calls == ({"nafblock_head": 1, "nafblock_tail": 1} if pool == "global" else {"pointwise_conv": 4})
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -219,7 +227,7 @@ def test_nafblock_with_dropout_in_training_is_not_fused():
     block.eval()
     with torch.no_grad(), CountFused() as counter:
         block(channels_last(torch.randn(1, 8, 4, 4)))
-    assert counter.calls == {"pointwise_conv": 1, "nafblock_tail": 1}
+    assert counter.calls == {"nafblock_head": 1, "nafblock_tail": 1}
 
 
 @pytest.mark.parametrize("cin,cout,shape", [(64, 128, (5, 7)), (40, 4 * 37, (3, 4)), (16, 36, (1, 2))],
@@ -238,12 +246,14 @@ def test_upscale_equals_pixel_shuffle_and_add(cin, cout, shape, batch):
     torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=2e-6 * cin ** 0.5)
 
 
-@pytest.mark.parametrize("c,shape", [(16, (67, 9)), (40, (70, 11)), (64, (100, 60)), (48, (5, 7)), (80, (1, 3))],
-                         ids=["16-67x9", "40-70x11", "64-100x60-chunks", "48-5x7", "80-1x3"])
+@pytest.mark.parametrize("c,shape", [(16, (67, 9)), (40, (70, 11)), (64, (140, 60)), (48, (5, 7)), (80, (1, 3))],
+                         ids=["16-67x9", "40-70x11", "64-140x60-chunks", "48-5x7", "80-1x3"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_nafblock_head_equals_the_sequence(c, shape, threads):
-    """nafblock_head: SimpleGate(conv2(conv1(norm1(x)))) and its channel means against float64, two images;
-    64 channels of 60 pixels a row make chunks of 31 rows, so that rows carry over from chunk to chunk."""
+    """nafblock_head: SimpleGate(conv2(conv1(norm1(x)))) and its channel means against float64, two images.
+    Most images are one GEMM then the filter (conv1's outputs for the whole image within 4 MB); 64 channels
+    of 140x60 pixels are over it: each thread's band of rows in chunks of 31 rows, rows carried over from
+    chunk to chunk."""
     torch.manual_seed(2)
     block = NAFBlock(c).eval()
     with torch.no_grad():
@@ -265,15 +275,17 @@ def test_nafblock_head_equals_the_sequence(c, shape, threads):
     torch.testing.assert_close(mean.double(), want.mean((2, 3)), rtol=1e-5, atol=2e-6)
 
 
-def test_the_same_for_any_number_of_threads():
-    """Every output element is summed in one order whatever the tasks (the head's means row by row):
-    bitwise equal on 1, 2 and 3 threads."""
+@pytest.mark.parametrize("shape", [(70, 13), (150, 150)], ids=["whole-image", "bands"])
+def test_the_same_for_any_number_of_threads(shape):
+    """Every output element is summed in one order whatever the tasks (the head's means row by row, SCA's
+    conv per channel): bitwise equal on 1, 2 and 3 threads, with the head's GEMM over the whole image and
+    (150x150 pixels) in bands of rows."""
     torch.manual_seed(3)
     block = NAFBlock(24).eval()
     with torch.no_grad():
         for p in block.parameters():
             p.add_(torch.randn_like(p) * 0.2)
-    x = channels_last(torch.randn(2, 24, 70, 13))
+    x = channels_last(torch.randn(2, 24, *shape))
     before = torch.get_num_threads()
     results = []
     try:
@@ -282,7 +294,8 @@ def test_the_same_for_any_number_of_threads():
             with torch.no_grad():
                 t, mean = pointwise.nafblock_head(block, x)
                 tail = pointwise.nafblock_tail(block, t, mean, x)
-                up = pointwise.conv(block.conv4, x, upscale=2, residual=channels_last(torch.ones(2, 12, 140, 26)))
+                up = pointwise.conv(block.conv4, x, upscale=2,
+                                    residual=channels_last(torch.ones(2, 12, 2 * shape[0], 2 * shape[1])))
             results.append((t, mean, tail, up))
     finally:
         torch.set_num_threads(before)

@@ -107,17 +107,54 @@ struct Gemm {
   int64_t upscale, height, width;  // with upscale > 1 or padded: x's height and width
   bool padded = false;  // out's image rows are width + 2 pixels apart (nafblock_head's zero border)
 
-  // Where row `row`'s outputs of panel j go, relative to out (and residual), and the first column.
-  int64_t destination(int64_t row, int64_t j, int64_t& column) const {
-    if (upscale == 1) {
-      column = j * (gate ? V : NB);
-      return (padded ? row / width * (width + 2) + row % width : row) * N + column;
+};
+
+// Where the outputs of panel j for rows row, row + 1, ... go, relative to out (and residual): next()
+// gives them in turn, walking the pixels without a division per row (with upscale, a row's outputs go
+// to pixel (r h + i, r w + j) of the shuffled image, (i, j) the panel's group).
+struct Destinations {
+  int64_t column;  // the panel's first output channel
+  int64_t step, wrap, at, w, width;  // at: the next row's; step: to the next pixel; wrap: past a row's end
+
+  Destinations(const Gemm& g, int64_t row, int64_t j) : width(g.width) {
+    if (g.upscale == 1 && !g.padded) {  // the rows one after another
+      column = j * (g.gate ? V : NB);
+      step = g.N;
+      wrap = 0;
+      w = 0;
+      width = 0;  // never wraps
+      at = row * g.N + column;
+      return;
     }
-    const int64_t panels_per_group = group_panels(N, false), group = j / panels_per_group;
-    column = j % panels_per_group * NB;
-    const int64_t pixel = row % (height * width), image = row / (height * width);
-    const int64_t h = pixel / width * upscale + group / upscale, w = pixel % width * upscale + group % upscale;
-    return ((image * height * upscale + h) * width * upscale + w) * N + column;
+    int64_t h = 0, group_row = 0, group_column = 0, out_width = g.width + 2;  // padded: a zero pixel either side
+    int64_t pixel = row;
+    if (g.upscale > 1) {
+      const int64_t panels_per_group = group_panels(g.N, false), group = j / panels_per_group;
+      column = j % panels_per_group * NB;
+      group_row = group / g.upscale;
+      group_column = group % g.upscale;
+      out_width = g.width * g.upscale;
+      const int64_t image = row / (g.height * g.width);
+      pixel = row % (g.height * g.width);
+      h = image * g.height;  // the image's rows come after the images before it
+    } else {
+      column = j * (g.gate ? V : NB);
+    }
+    h += pixel / width;
+    w = pixel % width;
+    step = g.upscale * g.N;
+    wrap = g.upscale * out_width * g.N - width * step;  // from past the end of a row to the next row's start
+    at = ((h * g.upscale + group_row) * out_width + w * g.upscale + group_column) * g.N + column;
+  }
+
+  int64_t next() {
+    const int64_t current = at;
+    at += step;
+    if (++w == width) {
+      w = 0;
+      at += wrap;
+    }
+    return current;
   }
 };
 
@@ -164,13 +201,12 @@ inline void micro_kernel(const Gemm& g, const float* x, int64_t row, int64_t j, 
     }
     return;
   }
-  int64_t n0 = 0;
-  g.destination(row, j, n0);
+  Destinations destinations(g, row, j);
+  const int64_t n0 = destinations.column;
   const int64_t count0 = std::min(V, g.N - n0), count1 = g.gate ? 0 : std::clamp<int64_t>(g.N - n0 - V, 0, V);
 #pragma GCC unroll 16
   for (int m = 0; m < M; ++m) {
-    int64_t column = 0;
-    const int64_t at = g.destination(row + m, j, column);
+    const int64_t at = destinations.next();
     float* y = g.out + at;
     const float* r = g.residual == nullptr ? nullptr : g.residual + at;
     Vec o0 = Vec(acc0[m]) + b0;

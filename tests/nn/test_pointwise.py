@@ -219,6 +219,33 @@ def test_nafblock_fused_equals_the_block(c, batch, shape, pool):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("change", ["conv1.weight", "conv2.bias", "sca.1.weight", "norm2.bias", "beta", "gamma",
+                                    "conv5.weight replaced", "conv2.weight replaced", "sca.1.bias replaced",
+                                    "norm1.eps"])
+def test_nafblock_follows_every_change(change):
+    """The block's plan (pointwise._plan: packed weights, filter, SCA's conv) is made again when any tensor
+    it is made from changes in place or is replaced, or a norm's eps changes."""
+    torch.manual_seed(4)
+    block = NAFBlock(16).eval()
+    x = channels_last(torch.randn(1, 16, 6, 7))
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+        block.fast = True
+        block(x)
+        if change.endswith(" replaced"):
+            module_name, _, name = change.removesuffix(" replaced").rpartition(".")
+            module = block.get_submodule(module_name)
+            setattr(module, name, nn.Parameter(torch.randn_like(getattr(module, name))))
+        elif change == "norm1.eps":
+            block.norm1.eps = 0.5
+        else:
+            block.get_parameter(change).mul_(-3)
+        got = block(x)
+        block.fast = False
+        torch.testing.assert_close(got, block(x), rtol=1e-5, atol=1e-5)
+
+
 def test_nafblock_with_dropout_in_training_is_not_fused():
     block = NAFBlock(8, drop_out_rate=0.5, fast=True).train()
     with torch.no_grad(), CountFused() as counter:

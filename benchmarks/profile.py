@@ -97,10 +97,17 @@ def _nafblock_tail_flops(t, mean, inp, attention_weight, attention_bias, w3, b3,
     return 2 * b * k3 * k3 + 2 * b * h * w * (k3 * c + c * 2 * f + f * c)
 
 
+def _output_conv_flops(x, weight, *args, **kwargs) -> int:
+    """The 3x3 convolution to a few channels (pyairir.nn.output_conv) as flop_counter counts it: 2 x 9 x cin per
+    output value (the residual add uncounted, like the eager add)."""
+    b, c, h, w = x.shape
+    return 2 * b * h * w * weight.shape[0] * c * 9
+
+
 PYAIRIR_FLOPS = {"pyairir.mdta": _mdta_flops, "pyairir.proxy_attention": _proxy_attention_flops,
                  "pyairir.gated_gelu": _gated_gelu_flops, "mkldnn._convolution_pointwise": _prepacked_conv_flops,
                  "pyairir_cpu.pointwise_conv": _pointwise_conv_flops, "pyairir_cpu.nafblock_head": _nafblock_head_flops,
-                 "pyairir_cpu.nafblock_tail": _nafblock_tail_flops}
+                 "pyairir_cpu.nafblock_tail": _nafblock_tail_flops, "pyairir_cpu.output_conv": _output_conv_flops}
 
 
 def _kind(name: str, args: tuple) -> str:

@@ -66,5 +66,5 @@ def test_profile_counts_the_upscaling_gemm():
     profile = OpProfile()
     with torch.no_grad(), profile:
         model(x)
-    assert "pyairir_cpu.pointwise_conv" in profile.rows
+    assert "pyairir_cpu.pointwise_conv" in profile.rows and "pyairir_cpu.output_conv" in profile.rows
     assert sum(row.flops for row in profile.rows.values()) == eager

@@ -19,7 +19,7 @@ from torch import nn
 
 from pyairir.models.checks import check_model_input
 from pyairir.models.protocol import Encoded, Inject, no_injection
-from pyairir.nn import LocalAvgPool2d, NAFBlock, pointwise
+from pyairir.nn import LocalAvgPool2d, NAFBlock, output_conv, pointwise
 from pyairir.nn.fast import inference_memory, standalone_conv
 
 
@@ -82,7 +82,11 @@ class NAFNet(nn.Module):
         for i, (decoder, up) in enumerate(zip(self.decoders, self.ups)):
             level = f"level{depth - i}"
             x = inject(level, decoder(self.upsample(up, x, encoded.levels[level])))
-        x = standalone_conv(self.ending, x, self.fast) + encoded.image
+        if self.fast and output_conv.usable(self.ending, x, encoded.image):
+            with inference_memory(self.fast):
+                x = output_conv.conv(self.ending, x, encoded.image)
+        else:
+            x = standalone_conv(self.ending, x, self.fast) + encoded.image
         h, w = encoded.size
         return x[:, :, :h, :w]
 

@@ -12,7 +12,7 @@
 // inference backend under torch.ops.pyairir_cpu, no autograd, CUDA, Triton or fake face), reached
 // through pyairir.nn.output_conv when usable; ground truth is the convolution and the add it replaces
 // (tests/nn/test_output_conv.py).
-#include "vec.h"
+#include "vec_loops.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -55,7 +55,7 @@ inline void pixel_sums(const float* image, int64_t H, int64_t W, int64_t channel
       const float* px = image + ((y + i - 1) * W + x + j - 1) * channels;
       const float* taps = filter.taps.data() + (i * 3 + j) * filter.padded;
       for (int64_t c = 0; c < channels; c += V) {
-        const Vec v = c + V <= channels ? Vec::loadu(px + c) : Vec::loadu(px + c, channels - c);  // zeros past
+        const Vec v = load(px + c, std::min(V, channels - c));  // zeros past the channels
         for (int o = 0; o < O; ++o) acc[o] = at::vec::fmadd(v, Vec::loadu(taps + o * 9 * filter.padded + c), acc[o]);
       }
     }

@@ -26,6 +26,7 @@
 // the columns are grouped by the output pixel they go to (i, j), each group padded to whole panels.
 #include "depthwise3x3.h"
 #include "vec.h"
+#include "vec_loops.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -107,7 +108,6 @@ struct Gemm {
   float eps;
   int64_t upscale, height, width;  // with upscale > 1 or padded: x's height and width
   bool padded = false;  // out's image rows are width + 2 pixels apart (nafblock_head's zero border)
-
 };
 
 // Where the outputs of panel j for rows row, row + 1, ... go, relative to out (and residual): next()
@@ -118,17 +118,9 @@ struct Destinations {
   int64_t step, wrap, at, w, width;  // at: the next row's; step: to the next pixel; wrap: past a row's end
 
   Destinations(const Gemm& g, int64_t row, int64_t j) : width(g.width) {
-    if (g.upscale == 1 && !g.padded) {  // the rows one after another
-      column = j * (g.gate ? V : NB);
-      step = g.N;
-      wrap = 0;
-      w = 0;
-      width = 0;  // never wraps
-      at = row * g.N + column;
-      return;
-    }
-    int64_t h = 0, group_row = 0, group_column = 0, out_width = g.width + 2;  // padded: a zero pixel either side
-    int64_t pixel = row;
+    int64_t h = 0, group_row = 0, group_column = 0;
+    int64_t out_width = g.padded ? g.width + 2 : g.width;  // padded: a zero pixel either side
+    int64_t pixel = row;  // without upscale, images' rows follow one another like one image's
     if (g.upscale > 1) {
       const int64_t panels_per_group = group_panels(g.N, false), group = j / panels_per_group;
       column = j % panels_per_group * NB;
@@ -495,16 +487,6 @@ void check_packed(const at::Tensor& packed, const at::Tensor& bias, int64_t in_c
               ") weight and (", panels, ", ", NB, ") bias, got ", packed.sizes(), " and ", bias.sizes());
 }
 
-// The dot product of a and b (n values), summed in one order.
-float dot(const float* a, const float* b, int64_t n) {
-  Vec acc(0.f);
-  int64_t k = 0;
-  for (; k + V <= n; k += V) acc = at::vec::fmadd(Vec::loadu(a + k), Vec::loadu(b + k), acc);
-  float sum = at::vec::vec_reduce_all<float>([](Vec& x, Vec& y) { return x + y; }, acc);
-  for (; k < n; ++k) sum += a[k] * b[k];
-  return sum;
-}
-
 // The second half of NAFNet's block in one pass over its rows, each task's intermediate rows in cache:
 //
 //   s = A m + a,   y = inp + W3 diag(s) t + b3,   out = y + W5 G(W4 n(y) + b4) + b5
@@ -544,7 +526,10 @@ at::Tensor nafblock_tail(const at::Tensor& t, const at::Tensor& mean, const at::
     for (int64_t b = 0; b < B; ++b) {
       const float* m = mean.data_ptr<float>() + b * K3;
       for (int64_t i = begin; i < end; ++i) {
-        in_scale[b * K3 + i] = attention_bias.data_ptr<float>()[i] + dot(A + i * K3, m, K3);
+        const float* a = A + i * K3;
+        in_scale[b * K3 + i] = attention_bias.data_ptr<float>()[i] +
+                               vec_sum<float>(K3, [&](int64_t k) { return Vec::loadu(a + k) * Vec::loadu(m + k); },
+                                              [&](int64_t k) { return a[k] * m[k]; });
       }
     }
   });
@@ -653,6 +638,17 @@ std::tuple<at::Tensor, at::Tensor> nafblock_head(const at::Tensor& inp, const at
   // An image whose u fits the L2s is one GEMM over all its pixels, then the filter over all its rows: no
   // rows recomputed around bands, and conv1's weight read once per task of rows, not per image row.
   const bool whole_image = (H + 2) * row * 4 <= U_IMAGE_BYTES;
+  const auto clear_sides = [&](float* dst) {  // the zero pixel either side of a row of u
+    std::fill(dst, dst + d, 0.f);
+    std::fill(dst + (W + 1) * d, dst + row, 0.f);
+  };
+  float* image_u = nullptr;  // whole_image: u for all rows, its zero border set once for every image
+  if (whole_image) {
+    image_u = scratch(kImage, (H + 2) * row);
+    std::fill(image_u, image_u + row, 0.f);
+    std::fill(image_u + (H + 1) * row, image_u + (H + 2) * row, 0.f);
+    for (int64_t y = 1; y <= H; ++y) clear_sides(image_u + y * row);
+  }
   for (int64_t b = 0; b < B; ++b) {
     const float* x = inp.data_ptr<float>() + b * H * W * c;
     float* out = t.data_ptr<float>() + b * H * W * h;
@@ -670,19 +666,12 @@ std::tuple<at::Tensor, at::Tensor> nafblock_head(const at::Tensor& inp, const at
       });
     };
     if (whole_image) {
-      float* u = scratch(kImage, (H + 2) * row);
-      std::fill(u, u + row, 0.f);
-      std::fill(u + (H + 1) * row, u + (H + 2) * row, 0.f);
-      for (int64_t y = 1; y <= H; ++y) {
-        std::fill(u + y * row, u + y * row + d, 0.f);
-        std::fill(u + y * row + (W + 1) * d, u + (y + 1) * row, 0.f);
-      }
-      Gemm conv1{x, w1.data_ptr<float>(), b1.data_ptr<float>(), nullptr, u + row + d, H * W, c, d, w1.size(0),
+      Gemm conv1{x, w1.data_ptr<float>(), b1.data_ptr<float>(), nullptr, image_u + row + d, H * W, c, d, w1.size(0),
                  false, true, static_cast<float>(eps), 1, H, W};
       conv1.padded = true;
       run(conv1);
       at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t y = begin; y < end; ++y) filter_row(u, y, y);
+        for (int64_t y = begin; y < end; ++y) filter_row(image_u, y, y);
       });
     } else {
       at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
@@ -692,8 +681,7 @@ std::tuple<at::Tensor, at::Tensor> nafblock_head(const at::Tensor& inp, const at
           // u of image row y (zeros outside the image) into buffer row i.
           const auto fill = [&](int64_t y, int64_t i) {
             float* dst = u + i * row;
-            std::fill(dst, dst + d, 0.f);
-            std::fill(dst + (W + 1) * d, dst + row, 0.f);
+            clear_sides(dst);
             if (y < 0 || y >= H) return std::fill(dst + d, dst + (W + 1) * d, 0.f);
             normalise_rows(x + y * W * c, normalised, W, c, static_cast<float>(eps));
             const Gemm conv1{normalised, w1.data_ptr<float>(), b1.data_ptr<float>(), nullptr, dst + d, W, c, d,

@@ -139,13 +139,12 @@ TARGETS = [
           "fast bf16", 2.5),
     Claim("AdaIR fast bf16 vs torch.compile + bf16 autocast", "adair inference", "compile bf16 autocast",
           "fast bf16", 1.0),
-    Claim("AdaIR accelerate() on the official structure / fast model, fp32 (within 10%)", "adair inference",
-          "accelerate fp32", "fast fp32", 1.1, at_most=True),
     Claim("NAFNet-SIDD-w32 fast fp32 vs official eager fp32, 3x256x256", "nafnet inference", "official eager fp32",
           "fast fp32"),
     Claim("NAFNet-SIDD-w32 fast fp32 vs torch.compile fp32", "nafnet inference", "compile fp32", "fast fp32"),
     *(claim for name, title, peer_target in (("promptir", "PromptIR", 1.5), ("restormer", "Restormer", 1.5),
-                                             ("nafnet", "NAFNet-SIDD-w32", 1.3)) for claim in (
+                                             ("nafnet", "NAFNet-SIDD-w32", 1.3), ("adair", "AdaIR", None))
+      for claim in (
         Claim(f"{title} fast fp32 vs the faster of ONNX Runtime and OpenVINO fp32", f"{name} inference",
               ("onnxruntime fp32", "openvino fp32"), "fast fp32", peer_target),
         Claim(f"{title} fast fp32 vs ONNX Runtime fp32", f"{name} inference", "onnxruntime fp32", "fast fp32"),

@@ -95,9 +95,6 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, size: tuple[int, int]
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"export_onnx: the output file must end in .onnx, got {str(path)!r}")
-    if any(type(m).__name__ == "FreModule" for m in model.modules()):
-        raise ValueError(f"export_onnx: {type(model).__name__} holds AdaIR's FreModule, whose FFT band split does not "
-                         "export to ONNX yet (the TorchScript exporter has no FFT; its shifts depend on the size)")
     multiple = size_multiple(model)
     if len(size) != 2 or any(not isinstance(s, int) or s <= 0 or s % multiple for s in size):
         raise ValueError(f"export_onnx: size must be two positive multiples of {multiple} for {type(model).__name__}, "

@@ -3,6 +3,8 @@ run in ONNX Runtime and OpenVINO and equal to pyairir's fast model in float32.""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from pyairir.cli import main
 from pyairir.export import export_onnx, run_onnx, verify_onnx
 from pyairir.paradigms import CPL, LUPI, SIPL
 from tests.models.test_models import TINY
+from tests.nn.test_frequency import module as frequency_module
 from tests.paradigms.common import backbone
 
 pytest.importorskip("onnxruntime")
@@ -23,8 +26,7 @@ def lupi() -> LUPI:
 
 
 MODELS = {
-    # every backbone but AdaIR, which export_onnx refuses (test_adair_is_refused_with_the_reason)
-    **{name: (lambda name=name: pyairir.create_model(name, **TINY[name]), None) for name in TINY if name != "adair"},
+    **{name: (lambda name=name: pyairir.create_model(name, **TINY[name]), None) for name in TINY},
     "sipl": (lambda: SIPL(backbone("promptir"), train_size=32), 2),
     "cpl": (lambda: CPL(backbone("promptir")), None),
     "lupi": (lupi, None),
@@ -89,11 +91,38 @@ def test_bad_arguments(tmp_path, arguments, message):
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-def test_adair_is_refused_with_the_reason(tmp_path):
-    model = pyairir.create_model("adair", dim=16, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)
-    with pytest.raises(ValueError, match="AdaIR holds AdaIR's FreModule, whose FFT band split does not export"):
-        export_onnx(model, tmp_path / "adair.onnx", size=(32, 32))
-    assert not list(tmp_path.iterdir())
+class Bands(torch.nn.Module):
+    """A FreModule's band split alone: image -> (high, low) side by side along the channels."""
+
+    def __init__(self, fre: torch.nn.Module) -> None:
+        super().__init__()
+        self.fre = fre
+
+    def forward(self, degraded: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.fre.bands(degraded), dim=1)
+
+
+def test_adair_band_split_exports_with_dynamic_sizes(tmp_path):
+    """AdaIR's band split traced at 64x64, where its low band is empty by construction (features under
+    256 pixels), run by ONNX Runtime at sizes where it is not (the frequencies the rectangle can hold
+    grow with the size): every size-dependent quantity is computed in the graph, not frozen."""
+    fre = frequency_module().float().eval()
+    path = tmp_path / "bands.onnx"
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Bands(fre), (torch.rand(1, 3, 64, 64),), str(path), input_names=["degraded"],
+                          output_names=["bands"], opset_version=17, dynamo=False,
+                          dynamic_axes={"degraded": axes, "bands": axes})
+    for shape in [(2, 3, 300, 520), (1, 3, 256, 384), (1, 3, 64, 72)]:
+        image = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * torch.arange(1, shape[0] + 1)[
+            :, None, None, None]
+        with torch.no_grad():
+            expected = Bands(fre)(image)
+        low = expected[:, fre.para1.shape[0]:]
+        assert (low.abs().amax() > 0) == (min(shape[2:]) >= 256)  # the low band is there from 256 pixels on
+        got = run_onnx(path, "onnxruntime", image)()
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
 def test_cli(tmp_path, capsys):

@@ -5,7 +5,8 @@ c-yn/AdaIR net/model.py so that its checkpoints load:
   decoder features y, a 3x3 conv gives features x; their 2-D spectrum is split by a centred
   rectangle of half-sides (h // 128 * r_h, w // 128 * r_w), r = sigmoid(rate_conv(avgpool(x)))
   (Eq. 1-2), into a low band (inside) and a high band (outside), each brought back with an
-  inverse FFT and taken in magnitude. Each band attends to y (`Chanel_Cross_Attention`), the two
+  inverse FFT and taken in magnitude (`band_split` computes the same with a DFT restricted to the
+  few frequencies the rectangle can hold: matrix products, which export to ONNX). Each band attends to y (`Chanel_Cross_Attention`), the two
   are fused by `FreRefine` (the Frequency Modulation Module, FMoM), y attends to the fusion, and
   the result is para1 * out + para2 * y.
 - `FreRefine`: high * ChannelGate(low) + low * SpatialGate(high), then a 1x1 conv.
@@ -18,6 +19,8 @@ empty and the high band is |x|); `conv` and `score_gen` are built but never used
 """
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -145,31 +148,77 @@ class FreModule(nn.Module):
         out = self.channel_cross_agg(features, self.frequency_refine(low, high))
         return (out * like(self.para1, out) + features * like(self.para2, out)).to(y.dtype)
 
-    def band_mask(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, h, w): 1 inside the centred rectangle of half-sides (h // 128 * r_h, w // 128 * r_w),
-        truncated to integers, r = sigmoid(rate_conv(avgpool x)) (B, 2)."""
+    def band_halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(half_h, half_w), each (B, 1) int64: the half-sides (h // 128 * r_h, w // 128 * r_w) of the
+        centred rectangle of x's shifted spectrum, truncated to integers (Eq. 1-2),
+        r = sigmoid(rate_conv(avgpool x)) (B, 2)."""
         h, w = x.shape[-2:]
         reduce, gelu, expand = self.rate_conv
         rate = torch.sigmoid(conv(expand, gelu(conv(reduce, x.mean(dim=(2, 3), keepdim=True))))).flatten(1)
-        half_h = (h // BAND_UNIT * rate[:, 0]).int()[:, None]  # .int() truncates, as the official code does
-        half_w = (w // BAND_UNIT * rate[:, 1]).int()[:, None]
-        rows = torch.arange(h, device=x.device)[None]
-        cols = torch.arange(w, device=x.device)[None]
-        inside_h = (rows >= h // 2 - half_h) & (rows < h // 2 + half_h)  # (B, h)
-        inside_w = (cols >= w // 2 - half_w) & (cols < w // 2 + half_w)  # (B, w)
-        return (inside_h[:, :, None] & inside_w[:, None, :]).to(x.dtype)[:, None]
+        half_h = (h // BAND_UNIT * rate[:, :1]).long()  # truncates, as the official int() does
+        half_w = (w // BAND_UNIT * rate[:, 1:]).long()
+        return half_h, half_w
 
     def bands(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(high, low): the magnitudes of conv1(image)'s spectrum outside and inside band_mask.
-        The transforms run in float32 at least (torch has no bf16/fp16 FFT on the CPU); the bands
-        come back in the input's dtype."""
+        """(high, low): the magnitudes of conv1(image)'s spectrum outside and inside the rectangle of
+        band_halves (see band_split). They are computed in float32 at least (and with autocast off)
+        and come back in the input's dtype."""
         x = conv(self.conv1, image)
-        h, w = x.shape[-2:]
-        mask = self.band_mask(x)
-        # The mask is centred on the shifted spectrum: shift it back instead of shifting the spectrum.
-        mask = torch.roll(mask, shifts=(-(h // 2), -(w // 2)), dims=(2, 3))
-        wide = torch.promote_types(x.dtype, torch.float32)
-        spectrum = torch.fft.fft2(x.to(wide), norm="forward")
-        high = torch.fft.ifft2(spectrum * (1 - mask.to(wide)), norm="forward").abs()
-        low = torch.fft.ifft2(spectrum * mask.to(wide), norm="forward").abs()
+        half_h, half_w = self.band_halves(x)
+        device = x.device.type
+        # float32 under autocast too: high is x less low, which bf16 products would blur
+        with torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext():
+            high, low = band_split(x.to(torch.promote_types(x.dtype, torch.float32)), half_h, half_w)
         return high.to(x.dtype), low.to(x.dtype)
+
+
+def band_split(x: torch.Tensor, half_h: torch.Tensor, half_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (B, C, h, w) real, half_h, half_w (B, 1) int -> (high, low) (B, C, h, w):
+    low = |ifft2(fft2(x) * M)|, high = |ifft2(fft2(x) * (1 - M))| with M the frequencies
+    -half_h <= k < half_h, -half_w <= l < half_w (mod h, w): the official centred rectangle of the
+    shifted spectrum, shifted back.
+
+    Computed as a DFT restricted to the frequencies the rectangle can hold (|k| <= h // 128 + 1):
+    with E_h[k, n] = exp(-2 pi i k n / h) for those k, low = E_h^H (M * (E_h x E_w^T)) conj(E_w) / (h w)
+    and high = |x - that|. In exact arithmetic this is the FFT's result; it costs O(h w) per channel
+    for the few frequencies involved, uses only matrix products, cos and sin (so it exports to ONNX,
+    which has no FFT in the TorchScript exporter), and its gradient is autograd's through them."""
+    h, w = x.shape[-2:]
+    (cos_h, sin_h), m_h = _band_basis(h, half_h, x)
+    (cos_w, sin_w), m_w = _band_basis(w, half_w, x)
+    k, l = cos_h.shape[0], cos_w.shape[0]
+    # Complex products as real ones on stacked real and imaginary parts, one matrix product per step.
+    # x E_w^T = [xr, xi] (B, C, h, 2L), E = cos - i sin
+    xz = x @ torch.cat([cos_w, -sin_w]).T
+    # E_h [xr, xi] = [zr, zi] (B, C, K, L)
+    p = torch.cat([cos_h, sin_h]) @ xz
+    zr = p[..., :k, :l] + p[..., k:, l:]
+    zi = p[..., :k, l:] - p[..., k:, :l]
+    mask = (m_h[:, None, :, None] * m_w[:, None, None, :]) / (h * w)
+    zr, zi = zr * mask, zi * mask
+    # E_h^H z = [yr, yi] (B, C, h, 2L), E^H = cos^T + i sin^T
+    y = torch.cat([cos_h.T, sin_h.T], dim=1) @ torch.cat([torch.cat([zr, zi], -1), torch.cat([-zi, zr], -1)], -2)
+    # [yr, yi] conj(E_w) = [low_r, low_i] (B, C, h, 2w), conj(E) = cos + i sin
+    low = y @ torch.cat([torch.cat([cos_w, sin_w], 1), torch.cat([-sin_w, cos_w], 1)])
+    low_r, low_i = low[..., :w], low[..., w:]
+    return _magnitude(x - low_r, low_i), _magnitude(low_r, low_i)
+
+
+def _band_basis(n: int, half: torch.Tensor, like: torch.Tensor):
+    """((cos, sin) (K, n) of 2 pi k j / n, mask (B, K)) for the K = 2 (n // 128 + 1) frequencies
+    k = -K/2 .. K/2 - 1 (the rectangle's half-side is below n // 128 + 1); mask[b, k] = -half[b] <= k < half[b].
+    The phase k j is reduced mod n in integers, so the angle stays below 2 pi in any precision."""
+    reach = n // BAND_UNIT + 1
+    k = torch.arange(-reach, reach, device=like.device)
+    j = torch.arange(n, device=like.device)
+    angle = ((k[:, None] * j[None, :]) % n).to(like.dtype) * (2 * torch.pi / n)
+    mask = ((k[None, :] >= -half) & (k[None, :] < half)).to(like.dtype)
+    return (torch.cos(angle), torch.sin(angle)), mask
+
+
+def _magnitude(real: torch.Tensor, imaginary: torch.Tensor) -> torch.Tensor:
+    """|real + i imaginary|, with gradient 0 where it is 0 (as complex abs() has), not sqrt's NaN."""
+    square = real * real + imaginary * imaginary
+    positive = square > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, square, torch.ones_like(square))),
+                       torch.zeros_like(square))

@@ -71,7 +71,7 @@ def bfloat16_error(model, x, reference, autocast):
 def test_bfloat16_paths(name):
     """The fast model in bf16 (weights cast, or fp32 weights under torch.autocast) errs against the
     fp32 model by at most twice what the eager model does in the same mode (plus a bf16 ulp).
-    AdaIR's band split runs its FFT in float32 (torch has none in bf16 on the CPU)."""
+    AdaIR's band split runs in float32, as the official FFT must (torch has none in bf16 on the CPU)."""
     eager, fast = (m.float() for m in pair(name))
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

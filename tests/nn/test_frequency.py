@@ -1,6 +1,6 @@
-"""AdaIR's frequency modules: the band split as the official loop cuts it, at sizes where the
-bands are not empty (feature maps of 256 pixels and more, which the tiny official fixtures never
-reach), and clear errors."""
+"""AdaIR's frequency modules: the band split equal to the official FFT split with the mask its loop
+cuts, at sizes where the bands are not empty (feature maps of 256 pixels and more, which the tiny
+official fixtures never reach) and where they are, and clear errors."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pyairir.nn import Chanel_Cross_Attention, FreModule
+from pyairir.nn.frequency import band_split
 
 
 def official_mask(shape: tuple[int, ...], rate: torch.Tensor, n: int = 128) -> torch.Tensor:
@@ -37,37 +38,57 @@ def features(b: int, c: int, h: int, w: int) -> torch.Tensor:
     return torch.rand(b, c, h, w, dtype=torch.float64) * scale
 
 
-@pytest.mark.parametrize("h, w", [(300, 520), (256, 257), (511, 384), (255, 900)])
-def test_band_mask_is_the_official_rectangle(h, w):
-    m = module()
-    x = features(3, 16, h, w)
-    rate = torch.sigmoid(m.rate_conv(x.mean(dim=(2, 3), keepdim=True))).flatten(1)
-    expected = official_mask(x.shape, rate)
-    got = m.band_mask(x).expand_as(x)
-    assert torch.equal(got, expected)
-    if h >= 256 and w >= 256:
-        assert expected.sum() > 0  # not the degenerate empty band
-
-
-def test_bands_are_the_shifted_spectrum_split():
-    """high and low as the official code computes them: shift the spectrum, mask, shift back."""
-    m = module()
-    image = features(2, 3, 260, 300)
-    with torch.no_grad():
-        m.conv1.weight.abs_()  # positive features from a positive image
-    high, low = m.bands(image)
-    x = m.conv1(image)
+def official_split(x: torch.Tensor, rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(high, low) as the official code computes them from features x and rates (B, 2): the mask
+    sliced per sample, the spectrum shifted, masked and shifted back, inverse FFT, magnitude."""
     h, w = x.shape[-2:]
-    rate = torch.sigmoid(m.rate_conv(x.mean(dim=(2, 3), keepdim=True))).flatten(1)
     mask = official_mask(x.shape, rate)
     spectrum = torch.roll(torch.fft.fft2(x, norm="forward"), shifts=(h // 2, w // 2), dims=(2, 3))
 
     def back(s):
         return torch.fft.ifft2(torch.roll(s, shifts=(-(h // 2), -(w // 2)), dims=(2, 3)), norm="forward").abs()
 
-    assert mask.sum() > 0
-    torch.testing.assert_close(high, back(spectrum * (1 - mask)), rtol=0, atol=0)
-    torch.testing.assert_close(low, back(spectrum * mask), rtol=0, atol=0)
+    return back(spectrum * (1 - mask)), back(spectrum * mask)
+
+
+RATES = torch.tensor([[0.4, 0.99], [0.7, 0.5], [0.999, 0.1]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("h, w", [(300, 520), (256, 257), (511, 384), (255, 900), (7, 9)])
+def test_band_split_is_the_official_fft_split(h, w):
+    """band_split (a DFT restricted to the rectangle's frequencies) against the official FFT split,
+    values and gradients, float64, three samples with different rectangles (and empty ones). The
+    tolerance is float64 rounding: the two are different factorisations of one transform."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, h, w, dtype=torch.float64, requires_grad=True)
+    half_h, half_w = (h // 128 * RATES[:, :1]).long(), (w // 128 * RATES[:, 1:]).long()
+    high, low = band_split(x, half_h, half_w)
+    expected_high, expected_low = official_split(x, RATES)
+    if h >= 384 and w >= 384:
+        sides = set(zip(half_h.flatten().tolist(), half_w.flatten().tolist()))
+        assert len(sides) == 3 and official_mask(x.shape, RATES).sum() > 0  # three different rectangles
+    torch.testing.assert_close(high, expected_high, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(low, expected_low, rtol=1e-9, atol=1e-12)
+    weights = torch.randn_like(high), torch.randn_like(low)
+    got = torch.autograd.grad((high * weights[0] + low * weights[1]).sum(), x)
+    expected = torch.autograd.grad((expected_high * weights[0] + expected_low * weights[1]).sum(), x)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)  # no NaN where a band is empty
+
+
+@pytest.mark.parametrize("h, w", [(300, 520), (256, 520)])
+def test_bands_use_the_official_rectangle(h, w):
+    """FreModule.bands: conv1, the rates of rate_conv, the split; against the official code, float64.
+    The rates are about 0.96 for rows and 0.4 for columns, so rows and columns swapped would differ."""
+    m = module()
+    image = features(2, 3, h, w)
+    with torch.no_grad():
+        m.conv1.weight.abs_()  # positive features from a positive image
+        m.rate_conv[2].weight.copy_(torch.tensor([[1.0, 0.5], [-0.1, -0.05]], dtype=torch.float64)[..., None, None])
+        x = m.conv1(image)
+        rate = torch.sigmoid(m.rate_conv(x.mean(dim=(2, 3), keepdim=True))).flatten(1)
+        assert official_mask(x.shape, rate).sum() > 0
+        for got, expected in zip(m.bands(image), official_split(x, rate)):
+            torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
 
 
 def test_cross_attention_needs_one_shape():

@@ -135,3 +135,21 @@ def test_adair_inference(measure):
     code cannot run with bf16 weights (pyairir's band split, matrix products, runs in float32)."""
     compare(measure, "adair", ["official eager fp32", "fast fp32", NO_CACHE, "accelerate fp32", "compile fp32",
                                "official eager bf16 autocast", "compile bf16 autocast", "fast bf16", *PEERS])
+
+
+def test_nafnet_inference(measure):
+    compare(measure, "nafnet_sidd_w32", ["official eager fp32", "fast fp32", NO_CACHE, "accelerate fp32",
+                                         "compile fp32", *PEERS])
+
+
+@pytest.mark.parametrize("variant", ["official eager", "fast"])
+def test_training_step(measure, variant):
+    net = (fast_model("promptir") if variant == "fast" else official_model("promptir")).train()
+    generator = torch.Generator().manual_seed(0)
+    degraded, clean = torch.rand(2, 3, 128, 128, generator=generator), torch.rand(2, 3, 128, 128, generator=generator)
+
+    def step():
+        net.zero_grad(set_to_none=True)
+        (net(degraded) - clean).abs().mean().backward()
+
+    measure("promptir training step", variant, step, rounds=3)

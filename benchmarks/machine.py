@@ -23,9 +23,10 @@ def cpu_flags() -> set[str]:
 
 
 def cpu_description() -> str:
-    """The CPU's model name and the vector extensions that decide kernel speed."""
+    """The CPU's model name and the vector extensions that decide kernel speed (the VNNI and AMX
+    int8 ones for the int8 peers)."""
     flags = cpu_flags()
-    extensions = [name for name in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
-                  if name in flags]
+    extensions = [name for name in ("avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                                    "amx_bf16", "amx_int8", "amx_tile") if name in flags]
     return (f"{_cpuinfo().get('model name', platform.processor() or platform.machine())}, {os.cpu_count()} CPUs, "
             f"{' '.join(extensions) or 'no AVX2'}; ATen kernels {torch.backends.cpu.get_cpu_capability()}")

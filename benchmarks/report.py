@@ -96,7 +96,8 @@ def render(data: dict) -> str:
             lines += ["", f"### {name}: {profile['total_ms']:.0f} ms", ""] + format_records(profile["ops"])
     preparation = data["preparation_seconds"]
     if preparation:
-        lines += ["", "One-off preparation (torch.compile's first call: tracing and code generation; ONNX export):",
+        lines += ["", "One-off preparation (torch.compile's first call: tracing and code generation; ONNX export; "
+                  "int8 quantization):",
                   ""]
         lines += [f"- {name}: {seconds:.1f} s" for name, seconds in sorted(preparation.items())]
     return "\n".join(lines) + "\n"

@@ -4,11 +4,14 @@ PyTorch, with pyairir.accelerate(), and under torch.compile (default, and freezi
 inference); the same weights exported by `pyairir export` and run in ONNX Runtime and OpenVINO
 (same process, same threads); against pyairir's fast model; in fp32, in bf16 (the same bf16
 weights; OpenVINO's bf16 inference where the CPU has bf16 instructions) and under bf16 autocast;
-and a training step."""
+the exported file quantized to int8 by ONNX Runtime's quantizer, run by both engines (not like
+for like: pyairir has no int8 path; the report names the CPU's VNNI/AMX extensions and the int8
+error); and a training step."""
 
 from __future__ import annotations
 
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import pytest
 import torch
 
 import pyairir
-from benchmarks.conftest import interleaved, record_preparation_time
+from benchmarks.conftest import interleaved, record_preparation, record_preparation_time
 from benchmarks.machine import cpu_flags
 from pyairir.export import export_onnx, run_onnx
 from tests import official_like
@@ -31,7 +34,8 @@ OFFICIAL = {
 }
 GROUP = {"promptir": "promptir inference", "restormer": "restormer inference", "adair": "adair inference",
          "nafnet_sidd_w32": "nafnet inference"}
-PEERS = ["onnxruntime fp32", "openvino fp32", "openvino bf16"]
+PEERS = ["onnxruntime fp32", "openvino fp32", "openvino bf16", "onnxruntime int8", "openvino int8"]
+CALIBRATION = (3, 128, 128)  # int8 ranges from 3 random 128x128 images: for timing; the error is reported, not claimed
 VARIANTS = ["official eager fp32", "fast fp32", "fast fp32 without memory cache", "accelerate fp32", "compile fp32",
             "compile fp32 freezing",
             "official eager bf16 autocast", "compile bf16 autocast", "compile bf16", "compile bf16 freezing",
@@ -60,11 +64,58 @@ def exported(name: str) -> Path:
     return path
 
 
+def quantized(name: str) -> Path:
+    """The fast model's weights quantized to int8 by ONNX Runtime's quantizer (once per model and
+    run): exported with dynamic sizes, QDQ format, int8 weights per output channel, uint8
+    activations with min/max ranges from CALIBRATION random images (3x128x128: the calibrator keeps
+    every intermediate tensor of two images, about 12 GB for PromptIR at that size), then the input
+    fixed to 1x3x256x256. ONNX Runtime and OpenVINO both run it in int8. Its largest error against
+    the fast fp32 model at 256x256 goes in the preparation line, for the reader to weigh."""
+    path = EXPORTS / f"{name}.int8.onnx"
+    if path.is_file():
+        return path
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.tools.onnx_model_utils import make_input_shape_fixed
+
+    class Images(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.images = (torch.rand(1, 3, *CALIBRATION[1:], generator=torch.Generator().manual_seed(100 + i)).numpy()
+                           for i in range(CALIBRATION[0]))
+
+        def get_next(self) -> dict | None:
+            image = next(self.images, None)
+            return None if image is None else {"degraded": image}
+
+    start = time.perf_counter()
+    dynamic, prepared = EXPORTS / f"{name}.dynamic.onnx", EXPORTS / f"{name}.prepared.onnx"
+    export_onnx(fast_model(name), dynamic, size=CALIBRATION[1:], dynamic=True, verify=False)
+    quant_pre_process(str(dynamic), str(prepared), skip_symbolic_shape=True)
+    # ranges merged every 2 images (an odd count: onnxruntime 1.32 finds no data when the last merge empties the list)
+    quantize_static(str(prepared), str(prepared), Images(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    extra_options={"CalibMaxIntermediateOutputs": 2})
+    model = onnx.load(str(prepared))
+    make_input_shape_fixed(model.graph, "degraded", [1, 3, SIZE, SIZE])
+    onnx.save(model, str(path))
+    seconds = time.perf_counter() - start
+    x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = fast_model(name)(x)
+    error = ((run_onnx(path, "onnxruntime", x)() - expected).abs().max() / expected.abs().max()).item()
+    record_preparation(GROUP[name], f"int8 quantization (ONNX Runtime's; largest error {error:.1e} of the output's "
+                       "largest value against fast fp32)", seconds)
+    return path
+
+
 def peer(name: str, variant: str, x: torch.Tensor):
     engine, precision = variant.split()
     pytest.importorskip(engine)
     if precision == "bf16" and "avx512_bf16" not in cpu_flags() and "amx_bf16" not in cpu_flags():
         pytest.skip("OpenVINO's bf16 inference needs a CPU with bf16 instructions")
+    if precision == "int8":
+        return run_onnx(quantized(name), engine, x, threads=torch.get_num_threads())
     return run_onnx(exported(name), engine, x, threads=torch.get_num_threads(), precision=precision.replace("fp", "f"))
 
 

@@ -6,9 +6,9 @@ c-yn/AdaIR net/model.py so that its checkpoints load:
   rectangle of half-sides (h // 128 * r_h, w // 128 * r_w), r = sigmoid(rate_conv(avgpool(x)))
   (Eq. 1-2), into a low band (inside) and a high band (outside), each brought back with an
   inverse FFT and taken in magnitude (`band_split` computes the same with a DFT restricted to the
-  few frequencies the rectangle can hold: matrix products, which export to ONNX). Each band attends to y (`Chanel_Cross_Attention`), the two
-  are fused by `FreRefine` (the Frequency Modulation Module, FMoM), y attends to the fusion, and
-  the result is para1 * out + para2 * y.
+  few frequencies the rectangle can hold: matrix products, which export to ONNX). Each band
+  attends to y (`Chanel_Cross_Attention`), the two are fused by `FreRefine` (the Frequency
+  Modulation Module, FMoM), y attends to the fusion, and the result is para1 * out + para2 * y.
 - `FreRefine`: high * ChannelGate(low) + low * SpatialGate(high), then a 1x1 conv.
 - `Chanel_Cross_Attention`: MDTA's transposed attention with q from one tensor and k, v from
   another (the official spelling of the class name is kept).
@@ -178,7 +178,7 @@ def band_split(x: torch.Tensor, half_h: torch.Tensor, half_w: torch.Tensor) -> t
     -half_h <= k < half_h, -half_w <= l < half_w (mod h, w): the official centred rectangle of the
     shifted spectrum, shifted back.
 
-    Computed as a DFT restricted to the frequencies the rectangle can hold (|k| <= h // 128 + 1):
+    Computed as a DFT restricted to the frequencies the rectangle can hold (-r <= k < r, r = h // 128 + 1):
     with E_h[k, n] = exp(-2 pi i k n / h) for those k, low = E_h^H (M * (E_h x E_w^T)) conj(E_w) / (h w)
     and high = |x - that|. In exact arithmetic this is the FFT's result; it costs O(h w) per channel
     for the few frequencies involved, uses only matrix products, cos and sin (so it exports to ONNX,
@@ -204,7 +204,8 @@ def band_split(x: torch.Tensor, half_h: torch.Tensor, half_w: torch.Tensor) -> t
     return _magnitude(x - low_r, low_i), _magnitude(low_r, low_i)
 
 
-def _band_basis(n: int, half: torch.Tensor, like: torch.Tensor):
+def _band_basis(n: int, half: torch.Tensor, like: torch.Tensor
+                ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """((cos, sin) (K, n) of 2 pi k j / n, mask (B, K)) for the K = 2 (n // 128 + 1) frequencies
     k = -K/2 .. K/2 - 1 (the rectangle's half-side is below n // 128 + 1); mask[b, k] = -half[b] <= k < half[b].
     The phase k j is reduced mod n in integers, so the angle stays below 2 pi in any precision."""

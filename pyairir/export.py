@@ -153,6 +153,11 @@ def run_onnx(path: str | os.PathLike, engine: str, image: torch.Tensor, threads:
     raise ValueError(f"unknown ONNX engine {engine!r}; known: onnxruntime, openvino")
 
 
+def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """The largest difference of got from expected, relative to expected's largest magnitude."""
+    return ((got - expected).abs().max() / expected.abs().max()).item()
+
+
 def verify_onnx(path: Path, model: nn.Module, shapes: list[tuple[int, ...]], iterations: int | None = None,
                 tolerance: float = TOLERANCE) -> list[Check]:
     """Runs the file in every installed engine on random inputs of `shapes` and compares with `model`."""
@@ -172,7 +177,7 @@ def verify_onnx(path: Path, model: nn.Module, shapes: list[tuple[int, ...]], ite
                 expected = reference_model(image)
         for engine in available:
             got = run_onnx(path, engine, image)()
-            error = ((got - expected).abs().max() / expected.abs().max()).item()
+            error = relative_error(got, expected)
             if not error <= tolerance:
                 raise RuntimeError(f"export_onnx: {engine} on {tuple(shape)} differs from pyairir by {error:.2e} of "
                                    f"the output's largest value (tolerance {tolerance:.0e}); {path} is not trustworthy")

@@ -10,7 +10,7 @@ import torch
 
 import pyairir
 from pyairir.cli import main
-from pyairir.export import export_onnx, run_onnx, verify_onnx
+from pyairir.export import OPSET, export_onnx, run_onnx, verify_onnx
 from pyairir.paradigms import CPL, LUPI, SIPL
 from tests.models.test_models import TINY
 from tests.nn.test_frequency import module as frequency_module
@@ -112,7 +112,7 @@ def test_adair_band_split_exports_with_dynamic_sizes(tmp_path):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(Bands(fre), (torch.rand(1, 3, 64, 64),), str(path), input_names=["degraded"],
-                          output_names=["bands"], opset_version=17, dynamo=False,
+                          output_names=["bands"], opset_version=OPSET, dynamo=False,
                           dynamic_axes={"degraded": axes, "bands": axes})
     for shape in [(2, 3, 300, 520), (1, 3, 256, 384), (1, 3, 64, 72)]:
         image = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * torch.arange(1, shape[0] + 1)[

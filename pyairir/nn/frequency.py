@@ -186,14 +186,14 @@ def band_split(x: torch.Tensor, half_h: torch.Tensor, half_w: torch.Tensor) -> t
     h, w = x.shape[-2:]
     (cos_h, sin_h), m_h = _band_basis(h, half_h, x)
     (cos_w, sin_w), m_w = _band_basis(w, half_w, x)
-    k, l = cos_h.shape[0], cos_w.shape[0]
+    k_h, k_w = cos_h.shape[0], cos_w.shape[0]  # K and L below
     # Complex products as real ones on stacked real and imaginary parts, one matrix product per step.
     # x E_w^T = [xr, xi] (B, C, h, 2L), E = cos - i sin
     xz = x @ torch.cat([cos_w, -sin_w]).T
     # E_h [xr, xi] = [zr, zi] (B, C, K, L)
     p = torch.cat([cos_h, sin_h]) @ xz
-    zr = p[..., :k, :l] + p[..., k:, l:]
-    zi = p[..., :k, l:] - p[..., k:, :l]
+    zr = p[..., :k_h, :k_w] + p[..., k_h:, k_w:]
+    zi = p[..., :k_h, k_w:] - p[..., k_h:, :k_w]
     mask = (m_h[:, None, :, None] * m_w[:, None, None, :]) / (h * w)
     zr, zi = zr * mask, zi * mask
     # E_h^H z = [yr, yi] (B, C, h, 2L), E^H = cos^T + i sin^T
